@@ -1,0 +1,1 @@
+"""One module per ``tradepipe`` sub-command (see :mod:`tradepipe.cli`)."""

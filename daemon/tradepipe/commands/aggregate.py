@@ -1,0 +1,112 @@
+"""``tradepipe aggregate FILE... [--format csv|jsonl] [--rejects FILE]``.
+
+Exit status: 0 all lines good, 3 some lines rejected, 2 unusable arguments or unreadable files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from tradepipe.core import (
+    ROW_COLUMNS,
+    MinutePartial,
+    Rejected,
+    SourceError,
+    Trade,
+    aggregate,
+    merge_all,
+    read_file,
+    rows_of,
+)
+
+HELP = "offline: trade files -> per-minute rows on stdout"
+EXIT_OK, EXIT_USAGE, EXIT_REJECTED = 0, 2, 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="NDJSON (.gz ok) or data-dump CSV")
+    parser.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    parser.add_argument("--rejects", metavar="FILE", help="write rejected lines here, verbatim")
+    parser.add_argument(
+        "--symbol", help="symbol of data-dump CSV files whose name does not carry it"
+    )
+
+
+class RejectLog:
+    """Reports rejected lines on stderr and optionally copies them verbatim to a file."""
+
+    def __init__(self, out: IO[bytes] | None, err: IO[str]) -> None:
+        self.out, self.err, self.count = out, err, 0
+        self.by_reason: dict[str, int] = {}
+
+    def add(self, r: Rejected) -> None:
+        self.count += 1
+        self.by_reason[r.error.reason] = self.by_reason.get(r.error.reason, 0) + 1
+        print(f"{r.source}:{r.lineno}: rejected: {r.error}", file=self.err)
+        if self.out is not None:
+            self.out.write(r.raw + b"\n")
+
+
+def trades_only(items: Iterator[Trade | Rejected], rejects: RejectLog) -> Iterator[Trade]:
+    for item in items:
+        if isinstance(item, Trade):
+            yield item
+        else:
+            rejects.add(item)
+
+
+def aggregate_files(
+    files: list[str], rejects: RejectLog, symbol: str | None = None
+) -> dict[tuple[str, int], MinutePartial]:
+    """Aggregate many files as one set of trades: a trade repeated across files counts once."""
+    trades: list[Trade] = []
+    for name in files:
+        trades.extend(trades_only(read_file(name, symbol), rejects))
+    return aggregate(trades) if trades else merge_all({}, {})
+
+
+def run(args: argparse.Namespace) -> int:
+    rejects_file: IO[bytes] | None = None
+    try:
+        if args.rejects:
+            rejects_file = Path(args.rejects).open("wb")  # noqa: SIM115 - closed below
+        rejects = RejectLog(rejects_file, sys.stderr)
+        try:
+            partials = aggregate_files(args.files, rejects, args.symbol)
+        except SourceError as exc:
+            print(f"tradepipe aggregate: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    except OSError as exc:
+        print(f"tradepipe aggregate: cannot write {args.rejects}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        if rejects_file is not None:
+            rejects_file.close()
+    write_rows(partials.values(), args.format, sys.stdout)
+    good = sum(p.count_b + p.count_s for p in partials.values())
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(rejects.by_reason.items()))
+    print(
+        f"tradepipe aggregate: {len(partials)} rows from {good} trades; "
+        f"{rejects.count} lines rejected" + (f" ({detail})" if detail else ""),
+        file=sys.stderr,
+    )
+    return EXIT_REJECTED if rejects.count else EXIT_OK
+
+
+def write_rows(partials: object, fmt: str, out: IO[str]) -> None:
+    rows = rows_of(partials)  # type: ignore[arg-type]
+    if fmt == "jsonl":
+        for row in rows:
+            out.write(orjson.dumps(row.as_dict()).decode() + "\n")
+        return
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(ROW_COLUMNS)
+    for row in rows:
+        writer.writerow(row.texts())

@@ -1,0 +1,233 @@
+"""Configuration, built once at the edge: a TOML file, then ``TRADEPIPE_<SECTION>_<KEY>``
+environment overrides (lists comma-separated), validated with messages that name the key.
+
+Nothing else in tradepipe reads ``os.environ``: shells receive a frozen :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "TRADEPIPE_"
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the offending key."""
+
+
+def _symbols(value: list[str]) -> list[str]:
+    out = [s.strip().lower() for s in value if s.strip()]
+    if not out:
+        raise ValueError("needs at least one symbol")
+    for s in out:
+        if not s.isalnum():
+            raise ValueError(f"{s!r} is not a symbol like btcusdt")
+    if len(out) > 1024:
+        raise ValueError("Binance allows at most 1024 streams per connection")
+    return out
+
+
+def _hostport(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return value
+
+
+def _url(*schemes: str) -> typing.Callable[[str], str]:
+    def check(value: str) -> str:
+        if not value.startswith(tuple(f"{s}://" for s in schemes)):
+            raise ValueError(f"{value!r} must start with one of {', '.join(schemes)}://")
+        return value.rstrip("/") if "sqlite" not in schemes else value
+
+    return check
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError(f"{value!r} must be > 0")
+    return value
+
+
+def _check(fn: typing.Callable[[Any], Any]) -> dict[str, Any]:
+    return {"check": fn}
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    symbols: list[str] = field(default_factory=lambda: ["btcusdt"], metadata=_check(_symbols))
+    ws_url: str = field(
+        default="wss://stream.binance.com:9443", metadata=_check(_url("ws", "wss"))
+    )
+    rest_url: str = field(default="https://api.binance.com", metadata=_check(_url("http", "https")))
+    quarantine_path: str = "./data/quarantine.ndjson"
+    # Open a fresh connection this long after connecting (Binance closes them at 24 h).
+    rollover_seconds: float = field(default=23.5 * 3600, metadata=_check(_positive))
+    backoff_max_seconds: float = field(default=30.0, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "aggtrades"
+    retention_ms: int = 300_000
+    segment_ms: int = 60_000
+    linger_ms: int = 5
+    max_batch_size: int = 262_144
+    compression_type: str = "none"
+    buffer_max_messages: int = 200_000
+    group_id: str = "tradepipe-sink"
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    # How long after a minute ends the sink waits for late trades before writing it out.
+    grace_seconds: float = 5.0
+    max_object_trades: int = 200_000
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    bucket: str = ""
+    prefix: str = "trades"
+    endpoint_url: str = ""
+    region: str = "us-east-1"
+
+
+@dataclass(frozen=True)
+class DbSettings:
+    url: str = field(
+        default="sqlite:///./data/tradepipe.db", metadata=_check(_url("sqlite", "mysql"))
+    )
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    listen: str = field(default="127.0.0.1:9108", metadata=_check(_hostport))
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    listen: str = field(default="127.0.0.1:8050", metadata=_check(_hostport))
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Settings:
+    feed: FeedSettings = field(default_factory=FeedSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    sink: SinkSettings = field(default_factory=SinkSettings)
+    s3: S3Settings = field(default_factory=S3Settings)
+    db: DbSettings = field(default_factory=DbSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, environ: Mapping[str, str] = {}) -> Settings:  # noqa: B006 - read-only default
+        """Build settings from an optional TOML file and an environment mapping."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        sections: dict[str, Any] = {}
+        for top in dataclasses.fields(cls):
+            raw = data.pop(top.name, {})
+            if not isinstance(raw, dict):
+                raise ConfigError(f"[{top.name}] must be a table")
+            section_cls = _hints(cls)[top.name]
+            sections[top.name] = _load_section(top.name, section_cls, raw, environ)
+        if data:
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(data))}")
+        return cls(**sections)
+
+    def replace(self, **sections: Any) -> Settings:
+        """A copy with some keys changed: ``replace(kafka={"topic": "x"})``."""
+        changed = {
+            name: dataclasses.replace(getattr(self, name), **values)
+            for name, values in sections.items()
+        }
+        return dataclasses.replace(self, **changed)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _load_section(
+    name: str, section_cls: type, raw: dict[str, Any], environ: Mapping[str, str]
+) -> Any:
+    values: dict[str, Any] = {}
+    hints = _hints(section_cls)
+    known = {f.name: f for f in dataclasses.fields(section_cls)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
+    for key, fld in known.items():
+        env = f"{ENV_PREFIX}{name.upper()}_{key.upper()}"
+        where = f"{name}.{key}"
+        if env in environ:
+            where = f"{env} ({name}.{key})"
+            value: Any = _from_env(environ[env], hints[key], where)
+        elif key in raw:
+            value = _from_toml(raw[key], hints[key], where)
+        else:
+            continue
+        check = fld.metadata.get("check")
+        if check is not None:
+            try:
+                value = check(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        values[key] = value
+    return section_cls(**values)
+
+
+def _from_env(text: str, hint: Any, where: str) -> Any:
+    text = text.strip()
+    if typing.get_origin(hint) is list:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if hint is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: {text!r} is not a boolean")
+    if hint in (int, float):
+        try:
+            return hint(text)
+        except ValueError:
+            raise ConfigError(f"{where}: {text!r} is not a number") from None
+    return text
+
+
+def _from_toml(value: Any, hint: Any, where: str) -> Any:
+    if typing.get_origin(hint) is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",")]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings")
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = hint if isinstance(hint, type) else None
+    if isinstance(hint, types.UnionType):
+        expected = None
+    if expected is not None and (not isinstance(value, expected) or isinstance(value, bool) != (expected is bool)):
+        raise ConfigError(f"{where}: expected {expected.__name__}, got {type(value).__name__}")
+    return value

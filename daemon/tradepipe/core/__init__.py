@@ -1,0 +1,54 @@
+"""The async-free core: parse, classify and aggregate trades exactly, per minute.
+
+Imports nothing asynchronous, networked or cloud-specific (a test enforces it), so the Lambda
+ships it alone.
+"""
+
+from tradepipe.core.aggregate import (
+    MINUTE_MS,
+    MinuteKey,
+    MinutePartial,
+    aggregate,
+    merge_all,
+    minute_of,
+    vwap,
+)
+from tradepipe.core.errors import REASONS, ParseError
+from tradepipe.core.idranges import IdRanges
+from tradepipe.core.layout import ObjectKey, parse_key, sink_object_name
+from tradepipe.core.parse import decode, parse_csv_row, parse_event, to_event, trade_from_object
+from tradepipe.core.rows import ROW_COLUMNS, Row, minute_text, rows_of
+from tradepipe.core.sources import Rejected, SourceError, decompress, iter_trades, read_file
+from tradepipe.core.trade import Side, Trade
+
+__all__ = [
+    "MINUTE_MS",
+    "REASONS",
+    "ROW_COLUMNS",
+    "IdRanges",
+    "MinuteKey",
+    "MinutePartial",
+    "ObjectKey",
+    "ParseError",
+    "Rejected",
+    "Row",
+    "Side",
+    "SourceError",
+    "Trade",
+    "aggregate",
+    "decode",
+    "decompress",
+    "iter_trades",
+    "merge_all",
+    "minute_of",
+    "minute_text",
+    "parse_csv_row",
+    "parse_event",
+    "parse_key",
+    "read_file",
+    "rows_of",
+    "sink_object_name",
+    "to_event",
+    "trade_from_object",
+    "vwap",
+]

@@ -1,0 +1,230 @@
+"""Per-(symbol, minute) aggregation of trades into mergeable partials.
+
+Rules (the state this module keeps, and how it may be combined):
+
+1. **Minute edges.** A trade belongs to the minute ``T // 60_000 * 60_000`` of its trade time
+   ``T`` in UTC epoch milliseconds: ``HH:MM:59.999`` is in minute ``HH:MM``, ``HH:MM+1:00.000``
+   in the next. Arrival time, event time ``E`` and file/object time never matter.
+2. **What a partial records.** For one (symbol, minute): counts, exact ``Decimal`` sums of base
+   quantity and quote amount (``p x q``) and of underlying trades (``l - f + 1``) per side;
+   the lowest and highest aggregate id with their prices (open/close); high and low; and
+   ``ids``, the exact set of aggregate ids it holds, as :class:`IdRanges`.
+3. **Merging.** ``merge(agg(A), agg(B)) == agg(A | B)`` when ``A`` and ``B`` hold disjoint ids;
+   merging overlapping partials raises, because their sums would double count.
+4. **Idempotency.** A trade is identified by (symbol, ``a``). Within one batch, a repeated id is
+   counted once (the first occurrence wins). Across batches, a later stage keeps the ``ids``
+   of what it has stored and aggregates only trades whose id is not yet in them
+   (``aggregate(trades, exclude=...)``), then merges: re-delivered or overlapping input
+   therefore changes nothing, in any order.
+5. **Late trades and closed minutes.** There is no cut-off here: a late trade simply forms a
+   new partial for its minute and merges under rule 4. *When* a minute is considered closed
+   (written out) is the shells' policy (the sink's grace period); correctness never depends on it.
+6. **Exactness.** All arithmetic runs in a decimal context that traps any rounding; only
+   ``avg_*`` is rounded, half-even to 8 places, and is ``None`` when its side is empty.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from tradepipe.core.idranges import IdRanges
+from tradepipe.core.trade import Trade
+
+MINUTE_MS = 60_000
+ZERO = Decimal(0)
+EIGHT_PLACES = Decimal("1e-8")
+SIXTEEN_PLACES = Decimal("1e-16")
+# Wide enough for any sum of Binance prices x quantities; any rounding is a bug and raises.
+EXACT = decimal.Context(
+    prec=120,
+    rounding=ROUND_HALF_EVEN,
+    traps=[decimal.Inexact, decimal.Rounded, decimal.InvalidOperation, decimal.Overflow],
+)
+_AVG = decimal.Context(prec=120, rounding=ROUND_HALF_EVEN, traps=[decimal.InvalidOperation])
+
+MinuteKey = tuple[str, int]
+
+
+def minute_of(time_ms: int) -> int:
+    return time_ms - time_ms % MINUTE_MS
+
+
+@dataclass(frozen=True, slots=True)
+class MinutePartial:
+    symbol: str
+    minute_ms: int
+    count_b: int
+    count_s: int
+    base_b: Decimal
+    base_s: Decimal
+    quote_b: Decimal
+    quote_s: Decimal
+    trades_b: int
+    trades_s: int
+    first_id: int
+    open: Decimal
+    last_id: int
+    close: Decimal
+    high: Decimal
+    low: Decimal
+    ids: IdRanges
+
+    @property
+    def key(self) -> MinuteKey:
+        return (self.symbol, self.minute_ms)
+
+    def merge(self, other: MinutePartial) -> MinutePartial:
+        """Combine two partials of the same minute holding disjoint trades (rule 3)."""
+        if self.key != other.key:
+            raise ValueError(f"cannot merge {self.key} with {other.key}")
+        if not self.ids.isdisjoint(other.ids):
+            raise ValueError(f"partials of {self.key} overlap: {self.ids} and {other.ids}")
+        first = self if self.first_id < other.first_id else other
+        last = self if self.last_id > other.last_id else other
+        add = EXACT.add
+        return MinutePartial(
+            symbol=self.symbol,
+            minute_ms=self.minute_ms,
+            count_b=self.count_b + other.count_b,
+            count_s=self.count_s + other.count_s,
+            base_b=add(self.base_b, other.base_b),
+            base_s=add(self.base_s, other.base_s),
+            quote_b=add(self.quote_b, other.quote_b),
+            quote_s=add(self.quote_s, other.quote_s),
+            trades_b=self.trades_b + other.trades_b,
+            trades_s=self.trades_s + other.trades_s,
+            first_id=first.first_id,
+            open=first.open,
+            last_id=last.last_id,
+            close=last.close,
+            high=max(self.high, other.high),
+            low=min(self.low, other.low),
+            ids=self.ids.union(other.ids),
+        )
+
+
+class _Acc:
+    """Mutable accumulator for one minute while a batch is being aggregated."""
+
+    __slots__ = (
+        "base_b",
+        "base_s",
+        "close",
+        "count_b",
+        "count_s",
+        "first_id",
+        "high",
+        "id_set",
+        "ids",
+        "last_id",
+        "low",
+        "open",
+        "quote_b",
+        "quote_s",
+        "trades_b",
+        "trades_s",
+    )
+
+    def __init__(self, agg_id: int, price: Decimal) -> None:
+        self.count_b = self.count_s = self.trades_b = self.trades_s = 0
+        self.base_b = self.base_s = self.quote_b = self.quote_s = ZERO
+        # last_id starts below the first id so that the first trade takes the in-order path.
+        self.first_id, self.last_id = agg_id, agg_id - 1
+        self.open = self.close = self.high = self.low = price
+        self.ids: list[int] = []
+        self.id_set: set[int] | None = None
+
+
+def aggregate(
+    trades: Iterable[Trade], exclude: Callable[[MinuteKey], IdRanges] | None = None
+) -> dict[MinuteKey, MinutePartial]:
+    """Aggregate trades into one partial per (symbol, minute), each trade counted once.
+
+    ``exclude(key)`` may return the ids already stored for a minute; those trades are skipped
+    (rule 4). Minutes left with no trades produce no partial.
+    """
+    accs: dict[MinuteKey, _Acc] = {}
+    excluded: dict[MinuteKey, IdRanges] = {}
+    with decimal.localcontext(EXACT):
+        for t in trades:
+            a = t.agg_id
+            key = (t.symbol, t.time_ms - t.time_ms % MINUTE_MS)
+            acc = accs.get(key)
+            if exclude is not None:
+                skip = excluded.get(key)
+                if skip is None:
+                    skip = excluded[key] = exclude(key)
+                if a in skip:
+                    continue
+            if acc is None:
+                acc = accs[key] = _Acc(a, t.price)
+            elif a <= acc.last_id or acc.id_set is not None:
+                # Out of order: fall back to an explicit set of the ids seen.
+                if acc.id_set is None:
+                    acc.id_set = set(acc.ids)
+                if a in acc.id_set:
+                    continue  # the same trade again (rule 4)
+                acc.id_set.add(a)
+            acc.ids.append(a)
+            p = t.price
+            q = t.quantity
+            if t.buyer_is_maker:
+                acc.count_s += 1
+                acc.base_s += q
+                acc.quote_s += p * q
+                acc.trades_s += t.last_id - t.first_id + 1
+            else:
+                acc.count_b += 1
+                acc.base_b += q
+                acc.quote_b += p * q
+                acc.trades_b += t.last_id - t.first_id + 1
+            if a <= acc.first_id:
+                acc.first_id, acc.open = a, p
+            if a >= acc.last_id:
+                acc.last_id, acc.close = a, p
+            if p > acc.high:
+                acc.high = p
+            elif p < acc.low:
+                acc.low = p
+    return {key: _freeze(key, acc) for key, acc in accs.items()}
+
+
+def _freeze(key: MinuteKey, acc: _Acc) -> MinutePartial:
+    return MinutePartial(
+        symbol=key[0],
+        minute_ms=key[1],
+        count_b=acc.count_b,
+        count_s=acc.count_s,
+        base_b=acc.base_b,
+        base_s=acc.base_s,
+        quote_b=acc.quote_b,
+        quote_s=acc.quote_s,
+        trades_b=acc.trades_b,
+        trades_s=acc.trades_s,
+        first_id=acc.first_id,
+        open=acc.open,
+        last_id=acc.last_id,
+        close=acc.close,
+        high=acc.high,
+        low=acc.low,
+        ids=IdRanges.from_ids(acc.ids),
+    )
+
+
+def merge_all(
+    into: dict[MinuteKey, MinutePartial], partials: Mapping[MinuteKey, MinutePartial]
+) -> dict[MinuteKey, MinutePartial]:
+    """Merge ``partials`` into ``into`` (in place, also returned); ids must be disjoint."""
+    for key, part in partials.items():
+        into[key] = into[key].merge(part) if key in into else part
+    return into
+
+
+def vwap(quote: Decimal, base: Decimal) -> Decimal | None:
+    """Volume-weighted average price, half-even to 8 places; ``None`` for an empty side."""
+    if not base:
+        return None
+    return _AVG.divide(quote, base).quantize(EIGHT_PLACES, context=_AVG)

@@ -1,0 +1,109 @@
+"""Read trades out of files and object bodies: NDJSON (raw events or combined-stream
+wrappers) and Binance's data-dump CSV, either of them optionally gzip-compressed.
+
+Bad lines never stop a read: each becomes a :class:`Rejected` carrying the line verbatim, so
+callers can report, count and quarantine it while the good lines still count.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tradepipe.core.errors import ParseError
+from tradepipe.core.parse import is_csv_header, parse_csv_row, parse_event
+from tradepipe.core.trade import Trade
+
+GZIP_MAGIC = b"\x1f\x8b"
+_DUMP_NAME_RE = re.compile(r"(?:^|[^A-Z0-9])([A-Z0-9]{2,32})-aggTrades-")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    source: str
+    lineno: int
+    raw: bytes
+    error: ParseError
+
+
+class SourceError(Exception):
+    """A whole input cannot be read (missing, unreadable, truncated gzip, unknown symbol)."""
+
+
+def decompress(data: bytes, source: str) -> bytes:
+    """Gunzip ``data`` if it is gzip; a truncated or corrupt gzip raises :class:`SourceError`."""
+    if not data.startswith(GZIP_MAGIC):
+        return data
+    try:
+        return gzip.decompress(data)
+    except (EOFError, OSError, gzip.BadGzipFile) as exc:
+        raise SourceError(f"{source}: corrupt or truncated gzip: {exc}") from None
+
+
+def symbol_from_name(name: str) -> str | None:
+    """``BTCUSDT-aggTrades-2021-12-14.csv`` -> ``BTCUSDT`` (data-dump naming)."""
+    match = _DUMP_NAME_RE.search(Path(name).name)
+    return match.group(1) if match else None
+
+
+def is_csv(data: bytes) -> bool:
+    head = data.lstrip()[:1]
+    return bool(head) and head != b"{"
+
+
+def iter_trades(
+    data: bytes, source: str, symbol: str | None = None
+) -> Iterator[Trade | Rejected]:
+    """Every line of a (decompressed) body -> a :class:`Trade` or a :class:`Rejected`.
+
+    For CSV the symbol comes from ``symbol`` or the data-dump file name; for NDJSON a given
+    ``symbol`` is only a filter of consistency (events carry their own ``s``).
+    """
+    if is_csv(data):
+        yield from _iter_csv(data, source, symbol)
+        return
+    for lineno, line in enumerate(data.split(b"\n"), 1):
+        line = line.rstrip(b"\r")
+        if not line.strip():
+            continue
+        try:
+            yield parse_event(line)
+        except ParseError as exc:
+            yield Rejected(source, lineno, line, exc)
+
+
+def _iter_csv(data: bytes, source: str, symbol: str | None) -> Iterator[Trade | Rejected]:
+    sym = symbol or symbol_from_name(source)
+    if sym is None:
+        raise SourceError(
+            f"{source}: a data-dump CSV carries no symbol: name the file "
+            "SYMBOL-aggTrades-YYYY-MM-DD.csv or pass --symbol"
+        )
+    for lineno, line in enumerate(data.split(b"\n"), 1):
+        line = line.rstrip(b"\r")
+        if not line.strip():
+            continue
+        try:
+            fields = line.decode("utf-8").split(",")
+        except UnicodeDecodeError:
+            yield Rejected(source, lineno, line, ParseError("bad_csv", "line is not UTF-8"))
+            continue
+        if lineno == 1 and is_csv_header(fields):
+            continue
+        try:
+            yield parse_csv_row(fields, sym)
+        except ParseError as exc:
+            yield Rejected(source, lineno, line, exc)
+
+
+def read_file(path: str | Path, symbol: str | None = None) -> Iterator[Trade | Rejected]:
+    """A file on disk (NDJSON, CSV, ``.gz`` or not) -> trades and rejects, line by line."""
+    source = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SourceError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    return iter_trades(decompress(data, source), source, symbol)
