@@ -38,6 +38,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -343,7 +344,9 @@ def kafka_classpath() -> str:
         if cp and all(Path(jar).exists() for jar in cp.split(":")):
             return cp
     if shutil.which("mvn") is None:
-        raise StackError("kafka: Maven (mvn) is needed to resolve the Kafka jars: apt-get install maven")
+        raise StackError(
+            "kafka: Maven (mvn) is needed to resolve the Kafka jars: apt-get install maven"
+        )
     cache.parent.mkdir(parents=True, exist_ok=True)
     log("kafka: resolving jars with Maven (first run downloads ~80 MB into ~/.m2)")
     tmp = cache.with_suffix(".tmp")
@@ -398,7 +401,9 @@ def kafka_prepare() -> None:
     data.mkdir(parents=True, exist_ok=True)
     cmd = [*_kafka_jvm(), "kafka.tools.StorageTool", "format", "--standalone",
            "-t", _kafka_cluster_id(), "-c", str(props)]  # fmt: skip
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         shutil.rmtree(data, ignore_errors=True)
         raise StackError(f"kafka: storage format failed:\n{proc.stdout}{proc.stderr}")
@@ -407,6 +412,21 @@ def kafka_prepare() -> None:
 
 def kafka_command() -> list[str]:
     return [*_kafka_jvm(), "kafka.Kafka", str(STACK_DIR / "kafka" / "server.properties")]
+
+
+def kafka_after_ready() -> None:
+    """Ask for a group coordinator until there is one: the broker creates __consumer_offsets on
+    the first such request, so consumer groups in tests then join without a retry."""
+    deadline = time.monotonic() + 30
+    key = b"tradepipe-stack"
+    err = -1
+    while time.monotonic() < deadline:
+        r = _Reader(_kafka_request(KAFKA_PORT, 10, 1, struct.pack(">h", len(key)) + key + b"\0"))
+        r.take(">i")  # throttle
+        if (err := r.take(">h")) == 0:
+            return
+        time.sleep(0.2)
+    raise StackError(f"kafka: no group coordinator after 30s (error {err})")
 
 
 def kafka_probe() -> str | None:
@@ -426,7 +446,7 @@ def _mysql_socket() -> Path:
     if len(str(sock)) < 100:  # AF_UNIX path limit
         return sock
     digest = hashlib.sha256(str(STACK_DIR).encode()).hexdigest()[:12]
-    return Path("/tmp") / f"tradepipe-stack-{digest}.sock"
+    return Path(tempfile.gettempdir()) / f"tradepipe-stack-{digest}.sock"
 
 
 def _mariadbd() -> str:
@@ -474,7 +494,9 @@ def mysql_prepare() -> None:
            "--skip-name-resolve", "--auth-root-authentication-method=socket"]  # fmt: skip
     if os.geteuid() == 0:
         cmd.append("--user=root")
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         shutil.rmtree(data, ignore_errors=True)
         raise StackError(f"mysql: mariadb-install-db failed:\n{proc.stdout}{proc.stderr}")
@@ -524,7 +546,10 @@ def mysql_probe() -> str | None:
 
 
 def _moto_server() -> str:
-    candidates = [os.environ.get("STACK_MOTO_SERVER", ""), str(ROOT / ".venv" / "bin" / "moto_server")]
+    candidates = [
+        os.environ.get("STACK_MOTO_SERVER", ""),
+        str(ROOT / ".venv" / "bin" / "moto_server"),
+    ]
     for cand in candidates:
         if cand and os.access(cand, os.X_OK):
             return cand
@@ -577,7 +602,7 @@ class _MotoComponent(Component):
 
 STACK: dict[str, Component] = {
     "kafka": Component(
-        "kafka", KAFKA_PORT, kafka_prepare, kafka_command, kafka_probe,
+        "kafka", KAFKA_PORT, kafka_prepare, kafka_command, kafka_probe, kafka_after_ready,
         extra_ports=(KAFKA_CONTROLLER_PORT,),
     ),
     "mysql": Component("mysql", MYSQL_PORT, mysql_prepare, mysql_command, mysql_probe),
@@ -591,12 +616,17 @@ def local_env(name: str) -> dict[str, str]:
     if name == "mysql":
         url = f"mysql://{MYSQL_USER}:{MYSQL_PASSWORD}@{HOST}:{MYSQL_PORT}/{MYSQL_DB}"
         return {"TRADEPIPE_TEST_MYSQL_URL": url}
-    return {"TRADEPIPE_TEST_S3_ENDPOINT": f"http://{HOST}:{S3_PORT}", "TRADEPIPE_TEST_S3_BUCKET": S3_BUCKET}
+    return {
+        "TRADEPIPE_TEST_S3_ENDPOINT": f"http://{HOST}:{S3_PORT}",
+        "TRADEPIPE_TEST_S3_BUCKET": S3_BUCKET,
+    }
 
 
 def external(name: str) -> bool:
-    """Rule 5: the user points tests at their own server by setting its first variable."""
-    return bool(os.environ.get(ENV_VARS[name][0]))
+    """Rule 5: the user points tests at their own server by setting its first variable (to
+    anything but this stack's own address, which a shell that sourced .stack/env carries)."""
+    var = ENV_VARS[name][0]
+    return os.environ.get(var, "") not in ("", local_env(name)[var])
 
 
 # --------------------------------------------------------------------------------------------
@@ -640,7 +670,9 @@ def write_env() -> None:
 
 def _selected(names: list[str]) -> list[str]:
     """The components named, else those in STACK_COMPONENTS, else all of them."""
-    chosen = names or os.environ.get("STACK_COMPONENTS", " ".join(COMPONENTS)).replace(",", " ").split()
+    chosen = (
+        names or os.environ.get("STACK_COMPONENTS", " ".join(COMPONENTS)).replace(",", " ").split()
+    )
     for name in chosen:
         if name not in COMPONENTS:
             raise StackError(f"unknown component {name!r} (choose from {', '.join(COMPONENTS)})")
@@ -660,7 +692,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         for name in names:
             comp = STACK[name]
             if external(name):
-                log(f"{name}: external ({ENV_VARS[name][0]}={os.environ[ENV_VARS[name][0]]}), not started")
+                var = ENV_VARS[name][0]
+                log(f"{name}: external ({var}={os.environ[var]}), not started")
                 continue
             if args.fresh and comp.pid() is None:
                 for sub in ("data",):
@@ -696,7 +729,9 @@ def cmd_stop(args: argparse.Namespace) -> int:
     with locked():
         for name in args.components:
             if external(name):
-                raise StackError(f"{name} is external ({ENV_VARS[name][0]} is set): not ours to stop")
+                raise StackError(
+                    f"{name} is external ({ENV_VARS[name][0]} is set): not ours to stop"
+                )
             if not STACK[name].stop(kill=args.kill):
                 log(f"{name}: not running")
     return 0
@@ -706,7 +741,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     with locked():
         for name in args.components:
             if external(name):
-                raise StackError(f"{name} is external ({ENV_VARS[name][0]} is set): not ours to start")
+                raise StackError(
+                    f"{name} is external ({ENV_VARS[name][0]} is set): not ours to start"
+                )
             STACK[name].start()
     return 0
 
@@ -743,11 +780,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     comp = {"nargs": "*", "metavar": "COMPONENT", "help": f"any of {', '.join(COMPONENTS)}"}
-    up = sub.add_parser("up", help="start (or keep) the components, wait until ready, write .stack/env")
+    up = sub.add_parser(
+        "up", help="start (or keep) the components, wait until ready, write .stack/env"
+    )
     up.add_argument("components", **comp)
     up.add_argument("--fresh", action="store_true", help="wipe the data of components not running")
     up.add_argument("--hold", metavar="TOKEN", help="record a hold released by `down --release`")
-    up.add_argument("--hold-pid", type=int, help="the hold lasts while this pid lives (default: parent)")
+    up.add_argument(
+        "--hold-pid", type=int, help="the hold lasts while this pid lives (default: parent)"
+    )
     down = sub.add_parser("down", help="stop the components this script started")
     down.add_argument("components", **comp)
     down.add_argument("--release", metavar="TOKEN", help="drop a hold; stop only if none remains")
