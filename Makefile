@@ -1,0 +1,68 @@
+# tradepipe: the two commands of the README's Quick start are `make demo` and `make test`.
+#
+#   make venv         .venv with Python 3.11 and `pip install -e '.[test]'` (again only when
+#                     pyproject.toml changes)
+#   make test         venv, local stack up, ruff, mypy, pytest, stack down (always); non-zero on
+#                     any failure. PYTEST_ARGS="tests/smoke -x" narrows the pytest run.
+#   make lint         ruff + mypy only
+#   make stack-up     start Kafka, MariaDB and S3 on 127.0.0.1 (scripts/stack, README "Local stack")
+#   make stack-down   stop them
+#   make demo         the main job on embedded defaults (today: `tradepipe aggregate` on a sample)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+DEMO_DATA ?= ../shared/data/binance/cryptofeed-BINANCE-ee25be.btcusdt.aggTrade.ndjson
+# ruff gets the source folders that exist (bench/ and lambda/ may hold no Python yet)
+LINT_PATHS = $(wildcard daemon lambda tests bench scripts)
+
+.PHONY: help venv test lint stack-up stack-down stack-status demo
+
+help:
+	@sed -n '1,/^$$/p' $(MAKEFILE_LIST) | sed -n 's/^# \{0,1\}//p'
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (Python 3.11 needed; PYTHON=... to choose)" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy
+
+# One recipe shell: the stack is stopped on every way out (failure, Ctrl-C), and the hold lets a
+# concurrent `make test` in the same tree keep the stack until the last one is done.
+test: venv
+	@set -uo pipefail; \
+	hold="make-test-$$$$"; \
+	trap 'scripts/stack down --release "$$hold"' EXIT; \
+	scripts/stack up --fresh --hold "$$hold" --hold-pid $$$$ || exit 1; \
+	failed=""; \
+	echo "== ruff"; $(BIN)/ruff check $(LINT_PATHS) || failed="$$failed ruff"; \
+	echo "== mypy"; $(BIN)/mypy || failed="$$failed mypy"; \
+	echo "== pytest"; CI="$${CI:-}" $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests" >&2; fi; \
+	if [ $$rc -ne 0 ]; then failed="$$failed pytest(exit $$rc)"; fi; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed" >&2; exit 1; fi; \
+	echo "make test: ruff, mypy and pytest passed"
+
+stack-up:
+	scripts/stack up
+
+stack-down:
+	scripts/stack down
+
+stack-status:
+	scripts/stack status
+
+demo: venv
+	$(BIN)/tradepipe aggregate $(DEMO_DATA)
