@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,6 @@ from tradepipe.core import (
     SourceError,
     Trade,
     aggregate,
-    merge_all,
     read_file,
     rows_of,
 )
@@ -65,11 +65,10 @@ def trades_only(items: Iterator[Trade | Rejected], rejects: RejectLog) -> Iterat
 def aggregate_files(
     files: list[str], rejects: RejectLog, symbol: str | None = None
 ) -> dict[tuple[str, int], MinutePartial]:
-    """Aggregate many files as one set of trades: a trade repeated across files counts once."""
-    trades: list[Trade] = []
-    for name in files:
-        trades.extend(trades_only(read_file(name, symbol), rejects))
-    return aggregate(trades) if trades else merge_all({}, {})
+    """Aggregate many files as one set of trades, streaming: a trade repeated across files
+    counts once. Unreadable files raise :class:`SourceError` before any output."""
+    sources = [read_file(name, symbol) for name in files]  # opens (and checks) every file first
+    return aggregate(trades_only(itertools.chain.from_iterable(sources), rejects))
 
 
 def run(args: argparse.Namespace) -> int:

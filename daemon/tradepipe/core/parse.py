@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
+import msgspec
 
 from tradepipe.core.errors import ParseError
 from tradepipe.core.trade import Trade, epoch_ms, parse_decimal
@@ -32,14 +32,40 @@ CSV_COLUMNS = (
 _REQUIRED = ("a", "p", "q", "f", "l", "T", "m")
 
 
+class _Wire(msgspec.Struct, frozen=True, gc=False):
+    """The JSON shape of an aggTrade, decoded and type-checked in C (the fast path)."""
+
+    a: int
+    p: str
+    q: str
+    f: int
+    l: int  # noqa: E741 - Binance's field name
+    T: int
+    m: bool
+    e: str = "aggTrade"
+    s: str | None = None
+    E: int | None = None
+
+
+class _Wrapped(msgspec.Struct, frozen=True, gc=False):
+    stream: str
+    data: _Wire
+
+
+_decode_wire = msgspec.json.Decoder(_Wire).decode
+_decode_wrapped = msgspec.json.Decoder(_Wrapped).decode
+_decode_any = msgspec.json.Decoder().decode
+_WRAPPER_HEADS = (b'{"stream":', '{"stream":')
+
+
 def decode(message: Message) -> dict[str, Any]:
     """JSON text -> the aggTrade object, unwrapping a combined-stream wrapper."""
     if isinstance(message, Mapping):
         obj: Any = message
     else:
         try:
-            obj = orjson.loads(message)
-        except orjson.JSONDecodeError as exc:
+            obj = _decode_any(message)
+        except msgspec.DecodeError as exc:
             raise ParseError("invalid_json", f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ParseError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
@@ -88,8 +114,44 @@ def trade_from_object(obj: Mapping[str, Any], symbol: str | None = None) -> Trad
 
 
 def parse_event(message: Message, symbol: str | None = None) -> Trade:
-    """One WebSocket message (raw or combined-stream wrapper) -> a :class:`Trade`."""
-    return trade_from_object(decode(message), symbol)
+    """One WebSocket message (raw or combined-stream wrapper) -> a :class:`Trade`.
+
+    Well-formed messages take a fast path decoded and type-checked by msgspec; anything it
+    refuses goes through the generic path, which names the precise reason.
+    """
+    if isinstance(message, Mapping):
+        return trade_from_object(decode(message), symbol)
+    try:
+        if message[:10] in _WRAPPER_HEADS:
+            wrapped = _decode_wrapped(message)
+            wire = wrapped.data
+            if wire.s is not None and wrapped.stream.partition("@")[0].upper() != wire.s:
+                raise ParseError(
+                    "bad_symbol", f"stream {wrapped.stream!r} carries symbol {wire.s!r}"
+                )
+        else:
+            wire = _decode_wire(message)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return trade_from_object(decode(message), symbol)
+    if wire.e != "aggTrade":
+        raise ParseError("wrong_event", f"event type {wire.e!r} is not 'aggTrade'")
+    sym = wire.s if wire.s is not None else symbol
+    if sym is None:
+        raise ParseError("missing_field", "field 's' is missing")
+    if symbol is not None and sym != symbol:
+        raise ParseError("bad_symbol", f"symbol {sym!r} is not the expected {symbol!r}")
+    if wire.E is not None:
+        epoch_ms("E", wire.E)
+    return Trade(
+        sym,
+        wire.a,
+        parse_decimal("p", wire.p),
+        parse_decimal("q", wire.q),
+        wire.f,
+        wire.l,
+        epoch_ms("T", wire.T),
+        wire.m,
+    )
 
 
 def _csv_int(name: str, text: str) -> int:

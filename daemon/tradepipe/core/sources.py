@@ -8,10 +8,14 @@ callers can report, count and quarantine it while the good lines still count.
 from __future__ import annotations
 
 import gzip
+import io
+import itertools
 import re
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from tradepipe.core.errors import ParseError
 from tradepipe.core.parse import is_csv_header, parse_csv_row, parse_event
@@ -49,24 +53,29 @@ def symbol_from_name(name: str) -> str | None:
     return match.group(1) if match else None
 
 
-def is_csv(data: bytes) -> bool:
-    head = data.lstrip()[:1]
-    return bool(head) and head != b"{"
+def is_csv(head: bytes) -> bool:
+    """Whether a body starting with ``head`` is CSV (anything not starting with ``{``)."""
+    first = head.lstrip()[:1]
+    return bool(first) and first != b"{"
 
 
 def iter_trades(
-    data: bytes, source: str, symbol: str | None = None
+    data: bytes | Iterable[bytes], source: str, symbol: str | None = None
 ) -> Iterator[Trade | Rejected]:
     """Every line of a (decompressed) body -> a :class:`Trade` or a :class:`Rejected`.
 
-    For CSV the symbol comes from ``symbol`` or the data-dump file name; for NDJSON a given
-    ``symbol`` is only a filter of consistency (events carry their own ``s``).
+    ``data`` is the whole body or an iterable of its lines (e.g. an open file, streamed).
+    For CSV the symbol comes from ``symbol`` or the data-dump file name; NDJSON events carry
+    their own ``s``.
     """
-    if is_csv(data):
-        yield from _iter_csv(data, source, symbol)
+    lines: Iterator[bytes] = iter(io.BytesIO(data) if isinstance(data, bytes) else data)
+    first = next(lines, b"")
+    lines = itertools.chain((first,), lines)
+    if is_csv(first):
+        yield from _iter_csv(lines, source, symbol)
         return
-    for lineno, line in enumerate(data.split(b"\n"), 1):
-        line = line.rstrip(b"\r")
+    for lineno, line in enumerate(lines, 1):
+        line = line.rstrip(b"\r\n")
         if not line.strip():
             continue
         try:
@@ -75,15 +84,17 @@ def iter_trades(
             yield Rejected(source, lineno, line, exc)
 
 
-def _iter_csv(data: bytes, source: str, symbol: str | None) -> Iterator[Trade | Rejected]:
+def _iter_csv(
+    lines: Iterable[bytes], source: str, symbol: str | None
+) -> Iterator[Trade | Rejected]:
     sym = symbol or symbol_from_name(source)
     if sym is None:
         raise SourceError(
             f"{source}: a data-dump CSV carries no symbol: name the file "
             "SYMBOL-aggTrades-YYYY-MM-DD.csv or pass --symbol"
         )
-    for lineno, line in enumerate(data.split(b"\n"), 1):
-        line = line.rstrip(b"\r")
+    for lineno, line in enumerate(lines, 1):
+        line = line.rstrip(b"\r\n")
         if not line.strip():
             continue
         try:
@@ -100,10 +111,32 @@ def _iter_csv(data: bytes, source: str, symbol: str | None) -> Iterator[Trade | 
 
 
 def read_file(path: str | Path, symbol: str | None = None) -> Iterator[Trade | Rejected]:
-    """A file on disk (NDJSON, CSV, ``.gz`` or not) -> trades and rejects, line by line."""
+    """A file on disk (NDJSON, CSV, ``.gz`` or not) -> trades and rejects, streamed line by line.
+
+    The file is opened (and a CSV's symbol resolved) before this returns, so a missing file or
+    an unknown symbol raises :class:`SourceError` here; a gzip found truncated while streaming
+    raises it from the iterator.
+    """
     source = str(path)
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise SourceError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    return iter_trades(decompress(data, source), source, symbol)
+        fh: IO[bytes] = Path(path).open("rb")  # noqa: SIM115 - closed by the generator
+        if fh.read(2) == GZIP_MAGIC:
+            fh.seek(0)
+            fh = gzip.GzipFile(fileobj=fh, mode="rb")
+        else:
+            fh.seek(0)
+        head = fh.peek(64) if hasattr(fh, "peek") else b""
+    except (OSError, EOFError) as exc:
+        raise SourceError(f"{source}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if is_csv(head) and not (symbol or symbol_from_name(source)):
+        fh.close()
+        list(_iter_csv((), source, symbol))  # raises the SourceError naming the problem
+    return _stream(fh, source, symbol)
+
+
+def _stream(fh: IO[bytes], source: str, symbol: str | None) -> Iterator[Trade | Rejected]:
+    with fh:
+        try:
+            yield from iter_trades(fh, source, symbol)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise SourceError(f"{source}: corrupt or truncated: {exc}") from None

@@ -14,9 +14,9 @@ Rules:
 from __future__ import annotations
 
 import enum
-import re
-from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal, InvalidOperation
+
+import msgspec
 
 from tradepipe.core.errors import ParseError
 
@@ -25,8 +25,9 @@ MAX_INTEGER_DIGITS = 20
 # Plausible trade times: 2010-01-01 .. 2100-01-01 (Binance opened in 2017; leave room).
 MIN_TIME_MS = 1_262_304_000_000
 MAX_TIME_MS = 4_102_444_800_000
-_SYMBOL_RE = re.compile(r"[A-Z0-9]{1,32}")
-_DECIMAL_RE = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
+_LIMIT = Decimal(10) ** MAX_INTEGER_DIGITS
+_EIGHT_PLACES = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
+_CHECK = Context(prec=MAX_INTEGER_DIGITS + MAX_DECIMAL_PLACES + 4, traps=[InvalidOperation])
 
 
 class Side(enum.Enum):
@@ -34,8 +35,9 @@ class Side(enum.Enum):
     SELL = "s"
 
 
-@dataclass(frozen=True, slots=True)
-class Trade:
+class Trade(msgspec.Struct, frozen=True, gc=False):
+    """One validated aggTrade (a frozen, slotted value; validation runs on construction)."""
+
     symbol: str
     agg_id: int
     price: Decimal
@@ -46,20 +48,21 @@ class Trade:
     buyer_is_maker: bool
 
     def __post_init__(self) -> None:
-        if not _SYMBOL_RE.fullmatch(self.symbol):
-            raise ParseError("bad_symbol", f"symbol {self.symbol!r} is not 1-32 of A-Z0-9")
-        for name in ("agg_id", "first_id", "last_id"):
-            value = getattr(self, name)
-            if type(value) is not int or value < 0:
-                raise ParseError("bad_id", f"{name} {value!r} is not a non-negative integer")
-        if self.first_id > self.last_id:
-            raise ParseError(
-                "id_order", f"first trade id {self.first_id} > last trade id {self.last_id}"
-            )
-        if type(self.time_ms) is not int or not MIN_TIME_MS <= self.time_ms < MAX_TIME_MS:
-            raise ParseError("bad_time", f"trade time {self.time_ms!r} ms is not plausible")
+        s, a, f, l_, t = self.symbol, self.agg_id, self.first_id, self.last_id, self.time_ms
+        if type(s) is not str or not (0 < len(s) <= 32 and s.isascii() and s.isalnum()) or (
+            s != s.upper()
+        ):
+            raise ParseError("bad_symbol", f"symbol {s!r} is not 1-32 of A-Z0-9")
+        if type(a) is not int or type(f) is not int or type(l_) is not int or min(a, f, l_) < 0:
+            raise ParseError("bad_id", f"ids a={a!r} f={f!r} l={l_!r} must be non-negative integers")
+        if f > l_:
+            raise ParseError("id_order", f"first trade id {f} > last trade id {l_}")
+        if type(t) is not int or not MIN_TIME_MS <= t < MAX_TIME_MS:
+            raise ParseError("bad_time", f"trade time {t!r} ms is not plausible")
         if type(self.buyer_is_maker) is not bool:
             raise ParseError("bad_flag", f"m {self.buyer_is_maker!r} is not a boolean")
+        _check_amount("price", self.price)
+        _check_amount("quantity", self.quantity)
 
     @property
     def side(self) -> Side:
@@ -70,30 +73,47 @@ class Trade:
         """Underlying trades in this aggregate trade: ``l - f + 1``."""
         return self.last_id - self.first_id + 1
 
-    @property
-    def quote(self) -> Decimal:
-        """Quote amount ``price x quantity``, exact."""
-        return self.price * self.quantity
+
+_CACHE_LIMIT = 1 << 16
+
+
+def _check_amount(field: str, value: object) -> None:
+    if type(value) is not Decimal or not value.is_finite():
+        raise ParseError("bad_decimal", f"{field} {value!r} is not a finite Decimal")
+    if value <= 0:
+        raise ParseError("not_positive", f"{field} {value} is not positive")
+    if value >= _LIMIT:
+        raise ParseError("out_of_range", f"{field} {value} has over {MAX_INTEGER_DIGITS} digits")
+    if value.quantize(_EIGHT_PLACES, context=_CHECK) != value:
+        raise ParseError(
+            "too_precise", f"{field} {value} has more than {MAX_DECIMAL_PLACES} decimal places"
+        )
 
 
 def parse_decimal(field: str, text: object) -> Decimal:
-    """A strictly positive plain decimal string -> exact ``Decimal`` (rule 1)."""
-    if not isinstance(text, str):
+    """A plain decimal string (``"123.45"``; digits, at most one dot) -> exact ``Decimal``.
+
+    Stricter than ``Decimal()``, which would also take ``" 1"``, ``"1_0"``, ``"1E+3"``, ``"NaN"``.
+    Range, sign and precision are checked by :class:`Trade`.
+    """
+    if type(text) is not str:
         raise ParseError("bad_decimal", f"{field} {text!r} is not a decimal string")
-    match = _DECIMAL_RE.fullmatch(text)
-    if match is None:
+    cached = _PARSED.get(text)  # prices repeat a lot: a dict hit beats re-parsing
+    if cached is not None:
+        return cached
+    whole, _, frac = text.partition(".")
+    if not (whole and whole.isascii() and whole.isdigit() and (not frac or frac.isdigit())) or (
+        _ == "." and not frac
+    ):
         raise ParseError("bad_decimal", f"{field} {text!r} is not a plain decimal string")
-    whole, frac = match.group(1), match.group(2) or ""
-    if len(whole.lstrip("0")) > MAX_INTEGER_DIGITS:
-        raise ParseError("out_of_range", f"{field} {text!r} has over {MAX_INTEGER_DIGITS} digits")
-    if len(frac) > MAX_DECIMAL_PLACES and frac[MAX_DECIMAL_PLACES:].strip("0"):
-        raise ParseError(
-            "too_precise", f"{field} {text!r} has more than {MAX_DECIMAL_PLACES} decimal places"
-        )
     value = Decimal(text)
-    if not value:
-        raise ParseError("not_positive", f"{field} {text!r} is not positive")
+    if len(_PARSED) >= _CACHE_LIMIT:
+        _PARSED.clear()
+    _PARSED[text] = value
     return value
+
+
+_PARSED: dict[str, Decimal] = {}
 
 
 def epoch_ms(field: str, value: object) -> int:
