@@ -1,0 +1,142 @@
+"""Synchronous connections to MySQL/MariaDB (pymysql) and SQLite (sqlite3), one interface.
+
+:class:`Connection` hides the two dialects' differences that the store needs: the parameter
+placeholder, identifier quoting, and how a write transaction starts (``BEGIN`` on InnoDB, whose
+``SELECT ... FOR UPDATE`` then locks rows; ``BEGIN IMMEDIATE`` on SQLite, which takes the
+database's write lock at once). Every value goes through a bound parameter.
+
+Error classes (:func:`is_transient`): deadlock (1213), lock wait timeout (1205), a duplicate key
+from a concurrent first insert (1062), and a lost or refused connection (2003, 2006, 2013, ...)
+are worth retrying the whole transaction; anything else is not.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+from tradepipe.store.url import DbUrl, MysqlUrl, SqliteUrl
+
+# MySQL error codes worth retrying: the transaction lost a race, or the connection went away.
+RACE_CODES = frozenset({1205, 1213, 1062})
+CONNECTION_CODES = frozenset({0, 2003, 2006, 2013, 2055, 1927, 4031})
+_SQL_MODE = "STRICT_ALL_TABLES,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+Params = Sequence[Any]
+
+
+class Connection:
+    """One open connection and its dialect."""
+
+    def __init__(self, url: DbUrl, raw: Any) -> None:
+        self.url = url
+        self.dialect = url.dialect
+        self.raw = raw
+        self.ph = "%s" if self.dialect == "mysql" else "?"
+
+    def quote(self, name: str) -> str:
+        return f"`{name}`" if self.dialect == "mysql" else f'"{name}"'
+
+    def query(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        cur = self.raw.cursor()
+        try:
+            cur.execute(sql, tuple(params))
+            return list(cur.fetchall()) if cur.description else []
+        finally:
+            cur.close()
+
+    def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
+        cur = self.raw.cursor()
+        try:
+            cur.executemany(sql, [tuple(r) for r in rows])
+        finally:
+            cur.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction: committed on success, rolled back on any error."""
+        if self.dialect == "sqlite":
+            self.raw.execute("BEGIN IMMEDIATE")
+        else:
+            self.raw.begin()
+        try:
+            yield self
+        except BaseException:
+            self.rollback()
+            raise
+        self.raw.commit()
+
+    def rollback(self) -> None:
+        try:
+            self.raw.rollback()
+        except (pymysql.MySQLError, sqlite3.Error):
+            pass  # the connection is gone: the server rolls back what was not committed
+
+    def alive(self) -> bool:
+        """A cheap check before reuse: ``ping`` on MySQL (without reconnecting)."""
+        if self.dialect == "sqlite":
+            return True
+        try:
+            self.raw.ping(reconnect=False)
+        except pymysql.MySQLError:
+            return False
+        return True
+
+    def close(self) -> None:
+        try:
+            self.raw.close()
+        except (pymysql.MySQLError, sqlite3.Error):
+            pass  # already closed or broken: nothing left to release
+
+
+def connect(url: DbUrl) -> Connection:
+    if isinstance(url, SqliteUrl):
+        return Connection(url, _connect_sqlite(url))
+    return Connection(url, _connect_mysql(url))
+
+
+def _connect_sqlite(url: SqliteUrl) -> sqlite3.Connection:
+    if url.path != ":memory:":
+        Path(url.path).parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: no implicit transactions; Connection.transaction() says BEGIN.
+    return sqlite3.connect(url.path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
+
+
+def _connect_mysql(url: MysqlUrl) -> pymysql.connections.Connection[Any]:
+    return pymysql.connect(
+        host=url.host,
+        port=url.port,
+        user=url.user,
+        password=url.password,
+        database=url.database,
+        charset="utf8mb4",
+        autocommit=False,
+        connect_timeout=url.connect_timeout,
+        ssl={"ca": url.ssl_ca} if url.ssl_ca else None,
+        init_command=f"SET SESSION sql_mode = '{_SQL_MODE}'",
+    )
+
+
+def mysql_code(exc: BaseException) -> int | None:
+    if isinstance(exc, pymysql.MySQLError) and exc.args and isinstance(exc.args[0], int):
+        return exc.args[0]
+    return None
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, pymysql.err.InterfaceError):
+        return True  # "(0, '')": the connection object was already closed
+    return isinstance(exc, pymysql.err.OperationalError) and mysql_code(exc) in CONNECTION_CODES
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Retrying the whole transaction may succeed (see the module docstring)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return "locked" in str(exc) or "busy" in str(exc)
+    return mysql_code(exc) in RACE_CODES or is_connection_error(exc)

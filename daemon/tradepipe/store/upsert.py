@@ -1,0 +1,145 @@
+"""The exact, idempotent upsert of a batch of trades into ``trade_minutes``.
+
+Rules:
+
+1. **One transaction per batch.** Every row the batch touches is read, rebuilt and written in a
+   single transaction: either all of the batch's minutes change or none do.
+2. **Lock, then read.** The affected (symbol, minute) rows are read with ``SELECT ... FOR
+   UPDATE`` on MySQL/MariaDB (InnoDB row and gap locks), after ``BEGIN IMMEDIATE`` on SQLite
+   (the database's write lock). No other writer can change them until we commit.
+3. **The ledger is the row.** Each row keeps ``agg_ids``, the exact set of aggregate ids it
+   counts. The batch is aggregated with ``exclude=`` those ids, so a trade already stored is
+   skipped: duplicate deliveries, overlapping objects and retries change nothing.
+4. **Merge, never overwrite.** The stored row is rebuilt into the partial it was written from
+   and merged with the new trades' partial (``MinutePartial.merge``: disjoint ids, exact sums).
+   Merging partials of disjoint trade sets equals aggregating their union (core rule 3), so
+   split minutes and any delivery order converge to the same row.
+5. **Races are retried, whole.** A row that did not exist when read is written with a plain
+   ``INSERT``: if a concurrent writer created it first, the duplicate key (1062) aborts us
+   instead of overwriting its work. Deadlocks (1213), lock wait timeouts (1205) and lost
+   connections roll back and the whole transaction is retried, bounded in attempts and time
+   (stamina). A retry after an ambiguous commit is harmless by rule 3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import stamina
+
+from tradepipe.core import IdRanges, MinuteKey, MinutePartial, Trade, aggregate, minute_of
+from tradepipe.store.connection import Connection, connect, is_connection_error, is_transient
+from tradepipe.store.migrations import require_current
+from tradepipe.store.minutes import STORED_COLUMNS, TABLE, columns_sql, fetch_partials, values_of
+from tradepipe.store.url import DbUrl, parse_db_url
+
+_NONE = IdRanges()
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    trades: int  # trades in the batch (repeats included)
+    added: int  # distinct trades not stored before, now counted in a row
+    rows: int  # rows inserted or changed
+
+    @property
+    def duplicates(self) -> int:
+        return self.trades - self.added
+
+
+def upsert_trades(conn: Connection, trades: Sequence[Trade]) -> UpsertResult:
+    """Rules 1-4 in one transaction on ``conn`` (no retry here: see :class:`Store`)."""
+    if not trades:
+        return UpsertResult(0, 0, 0)
+    keys = stored_keys(trades)
+    with conn.transaction():
+        stored = fetch_partials(conn, keys, lock=True)
+        new = aggregate(trades, exclude=lambda key: stored[key].ids if key in stored else _NONE)
+        inserts: list[MinutePartial] = []
+        updates: list[MinutePartial] = []
+        for key, part in new.items():
+            if key in stored:
+                updates.append(stored[key].merge(part))
+            else:
+                inserts.append(part)
+        _write(conn, inserts, updates)
+    added = sum(p.count_b + p.count_s for p in new.values())
+    return UpsertResult(trades=len(trades), added=added, rows=len(new))
+
+
+def _write(conn: Connection, inserts: list[MinutePartial], updates: list[MinutePartial]) -> None:
+    cols = columns_sql(conn)
+    marks = ", ".join([conn.ph] * len(STORED_COLUMNS))
+    insert = f"INSERT INTO {TABLE} ({cols}) VALUES ({marks})"
+    if inserts:
+        conn.execute_many(insert, [values_of(p) for p in inserts])
+    if not updates:
+        return
+    changed = [c for c in STORED_COLUMNS if c not in ("symbol", "timestamp")]
+    if conn.dialect == "mysql":  # MariaDB has no `AS new` row alias: VALUES(col)
+        sets = ", ".join(f"{conn.quote(c)} = VALUES({conn.quote(c)})" for c in changed)
+        upsert = f"{insert} ON DUPLICATE KEY UPDATE {sets}"
+    else:
+        sets = ", ".join(f"{conn.quote(c)} = excluded.{conn.quote(c)}" for c in changed)
+        upsert = f'{insert} ON CONFLICT ("symbol", "timestamp") DO UPDATE SET {sets}'
+    conn.execute_many(upsert, [values_of(p) for p in updates])
+
+
+class Store:
+    """A lazily opened, reused connection and the retried upsert (rule 5).
+
+    The connection opens on first use, is checked (``ping``) before each batch and reopened if
+    it went away; a lost connection during a batch is dropped and the batch retried on a new
+    one. On opening, the schema is checked (``require_current``): writers never migrate.
+    """
+
+    def __init__(
+        self, url: DbUrl | str, *, attempts: int = 5, timeout: float = 20.0, wait_max: float = 1.0
+    ) -> None:
+        self.url = parse_db_url(url) if isinstance(url, str) else url
+        self.attempts, self.timeout, self.wait_max = attempts, timeout, wait_max
+        self._conn: Connection | None = None
+
+    def connection(self) -> Connection:
+        if self._conn is not None and not self._conn.alive():
+            self.close()
+        if self._conn is None:
+            conn = connect(self.url)
+            try:
+                require_current(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def upsert(self, trades: Sequence[Trade]) -> UpsertResult:
+        if not trades:
+            return UpsertResult(0, 0, 0)
+        for attempt in stamina.retry_context(
+            on=is_transient,
+            attempts=self.attempts,
+            timeout=self.timeout,
+            wait_initial=0.05,
+            wait_max=self.wait_max,
+        ):
+            with attempt:
+                conn = self.connection()
+                try:
+                    return upsert_trades(conn, trades)
+                except BaseException as exc:
+                    if is_connection_error(exc):
+                        self.close()
+                    raise
+        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def stored_keys(trades: Sequence[Trade]) -> list[MinuteKey]:
+    """The (symbol, minute) rows a batch touches, sorted (the order rows are locked in)."""
+    return sorted({(t.symbol, minute_of(t.time_ms)) for t in trades})
