@@ -1,0 +1,86 @@
+"""Malformed messages to mix into the feed (``--malformed N --seed S``).
+
+Each is derived from a real event about to be published, broken in one specific way, so a
+client sees something close to what a buggy or corrupted feed would send. Every one of them is
+rejected by :func:`tradepipe.core.parse_event` (a test checks all kinds), so a correct client
+quarantines exactly the messages it was sent and none of them reaches a row.
+
+A message is either *structured* (a JSON object, wrapped ``{"stream":..,"data":..}`` for combined
+connections like any event) or *raw* bytes sent verbatim (not JSON, truncated JSON...).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    kind: str
+    structured: Event | None = None  # JSON object, wrapped for combined streams
+    raw: bytes | None = None  # sent verbatim on every connection
+
+
+def _with(event: Event, **changes: Any) -> Event:
+    out = dict(event)
+    out.update(changes)
+    return out
+
+
+def _without(event: Event, name: str) -> Event:
+    return {k: v for k, v in event.items() if k != name}
+
+
+def _truncated(event: Event, rng: random.Random) -> Malformed:
+    text = orjson.dumps(event)
+    return Malformed("truncated_json", raw=text[: rng.randrange(1, len(text) - 1)])
+
+
+def _garbage(event: Event, rng: random.Random) -> Malformed:
+    junk = bytes(rng.choice(b"abcdefxyz0123456789 <>!?#") for _ in range(rng.randrange(1, 40)))
+    return Malformed("not_json", raw=b"~" + junk)
+
+
+_KINDS: dict[str, Callable[[Event, random.Random], Malformed]] = {
+    "truncated_json": _truncated,
+    "not_json": _garbage,
+    "not_an_object": lambda e, r: Malformed("not_an_object", raw=orjson.dumps([e["a"], e["p"]])),
+    "missing_field": lambda e, r: Malformed(
+        "missing_field", _without(e, r.choice(["a", "p", "q", "f", "l", "T", "m"]))
+    ),
+    "wrong_event": lambda e, r: Malformed("wrong_event", _with(e, e="trade")),
+    "bad_decimal": lambda e, r: Malformed(
+        "bad_decimal", _with(e, p=r.choice(["12.3.4", "-5.0", "1e5", "", " 1.0", "NaN"]))
+    ),
+    "not_positive": lambda e, r: Malformed("not_positive", _with(e, q="0.00000000")),
+    "too_precise": lambda e, r: Malformed("too_precise", _with(e, q="0.000000001")),
+    "bad_id": lambda e, r: Malformed("bad_id", _with(e, a=r.choice([-1, "12", 1.5, None]))),
+    "id_order": lambda e, r: Malformed("id_order", _with(e, f=e["l"] + 1)),
+    "bad_time": lambda e, r: Malformed("bad_time", _with(e, T=r.choice(["now", 12, -1]))),
+    "bad_flag": lambda e, r: Malformed("bad_flag", _with(e, m=r.choice(["true", 1, None]))),
+}
+KINDS = tuple(_KINDS)
+
+
+def make_malformed(event: Event, rng: random.Random, kind: str | None = None) -> Malformed:
+    """A malformed variant of ``event`` (a raw aggTrade event object), of ``kind`` or random."""
+    return _KINDS[kind if kind is not None else rng.choice(KINDS)](event, rng)
+
+
+def schedule(count: int, tape_length: int, seed: int) -> dict[int, int]:
+    """Where to mix ``count`` malformed messages in: tape position -> how many before it."""
+    rng = random.Random(seed)
+    plan: dict[int, int] = {}
+    if tape_length == 0:
+        return plan
+    for _ in range(count):
+        position = rng.randrange(tape_length)
+        plan[position] = plan.get(position, 0) + 1
+    return plan

@@ -1,0 +1,175 @@
+"""The REST side: ``GET /api/v3/aggTrades`` over what has been published, with Binance's
+parameter rules, error bodies and request-weight accounting.
+
+Rules:
+1. Errors are HTTP 400 with ``{"code": -11xx, "msg": ...}`` as Binance sends them: missing
+   symbol -1102, unknown symbol -1121, a malformed number -1100, a limit outside 1..1000 -1130,
+   an unknown parameter -1104.
+2. Every ``/api/v3`` request adds its weight (aggTrades 4) to the current wall-clock minute; the
+   response carries the minute's total in ``X-MBX-USED-WEIGHT-1M``. Past the limit the answer
+   is 429 with ``Retry-After`` (seconds to the next minute) and code -1003.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+
+import orjson
+from aiohttp import web
+
+from tradepipe.replay.store import DEFAULT_LIMIT, MAX_LIMIT, PublishedTrades, Query
+
+AGG_TRADES_WEIGHT = 4
+_INT_RE = re.compile(r"[0-9]{1,20}")
+_AGG_TRADE_PARAMS = frozenset({"symbol", "fromId", "startTime", "endTime", "limit"})
+
+
+class RestError(Exception):
+    def __init__(self, code: int, msg: str, status: int = 400) -> None:
+        super().__init__(msg)
+        self.code, self.msg, self.status = code, msg, status
+
+
+class WeightMeter:
+    """Request weight used in the current wall-clock minute (rule 2)."""
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.time) -> None:
+        self.limit, self._clock = limit, clock
+        self._minute, self.used = -1, 0
+
+    def charge(self, weight: int) -> tuple[bool, int]:
+        """Add ``weight``; ``(allowed, seconds until the minute resets)``."""
+        now = self._clock()
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._minute, self.used = minute, 0
+        self.used += weight
+        return self.used <= self.limit, max(1, math.ceil((minute + 1) * 60 - now))
+
+
+def _int_param(params: Mapping[str, str], name: str) -> int | None:
+    text = params.get(name)
+    if text is None:
+        return None
+    if not _INT_RE.fullmatch(text):
+        raise RestError(
+            -1100,
+            f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
+        )
+    return int(text)
+
+
+def parse_agg_trades(params: Mapping[str, str], published: PublishedTrades) -> tuple[str, Query]:
+    """Query string -> (symbol, query), or a :class:`RestError` as Binance would answer."""
+    unknown = sorted(set(params) - _AGG_TRADE_PARAMS)
+    if unknown:
+        raise RestError(-1104, f"Not all sent parameters were read; unknown: {', '.join(unknown)}.")
+    symbol = params.get("symbol", "")
+    if not symbol:
+        raise RestError(
+            -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
+        )
+    if not published.knows(symbol):
+        raise RestError(-1121, "Invalid symbol.")
+    limit = _int_param(params, "limit")
+    if limit is None:
+        limit = DEFAULT_LIMIT
+    elif not 1 <= limit <= MAX_LIMIT:
+        raise RestError(-1130, "Data sent for parameter 'limit' is not valid.")
+    query = Query(
+        from_id=_int_param(params, "fromId"),
+        start_time=_int_param(params, "startTime"),
+        end_time=_int_param(params, "endTime"),
+        limit=limit,
+    )
+    return symbol, query
+
+
+def error_response(exc: RestError, headers: Mapping[str, str] | None = None) -> web.Response:
+    body = orjson.dumps({"code": exc.code, "msg": exc.msg})
+    return web.Response(
+        status=exc.status, body=body, content_type="application/json", headers=headers
+    )
+
+
+class RestApi:
+    """The ``/api/v3`` routes over a :class:`PublishedTrades`."""
+
+    def __init__(self, published: PublishedTrades, weight_limit: int) -> None:
+        self.published = published
+        self.meter = WeightMeter(weight_limit)
+        self.requests = 0
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/api/v3/aggTrades", self.agg_trades),
+            web.get("/api/v3/ping", self.ping),
+            web.get("/api/v3/time", self.server_time),
+            web.get("/api/v3/exchangeInfo", self.exchange_info),
+        ]
+
+    def _charge(self, weight: int) -> dict[str, str]:
+        self.requests += 1
+        allowed, retry_after = self.meter.charge(weight)
+        headers = {"X-MBX-USED-WEIGHT-1M": str(self.meter.used)}
+        if not allowed:
+            headers["Retry-After"] = str(retry_after)
+            raise _Limited(headers, self.meter.limit)
+        return headers
+
+    async def agg_trades(self, request: web.Request) -> web.Response:
+        try:
+            headers = self._charge(AGG_TRADES_WEIGHT)
+        except _Limited as limited:
+            return limited.response()
+        try:
+            symbol, query = parse_agg_trades(request.query, self.published)
+        except RestError as exc:
+            return error_response(exc, headers)
+        body = b"[" + b",".join(self.published.select(symbol, query)) + b"]"
+        return web.Response(body=body, content_type="application/json", headers=headers)
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return self._json(b"{}", 1)
+
+    async def server_time(self, request: web.Request) -> web.Response:
+        return self._json(orjson.dumps({"serverTime": int(time.time() * 1000)}), 1)
+
+    async def exchange_info(self, request: web.Request) -> web.Response:
+        info = {
+            "timezone": "UTC",
+            "serverTime": int(time.time() * 1000),
+            "rateLimits": [
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": "MINUTE",
+                    "intervalNum": 1,
+                    "limit": self.meter.limit,
+                }
+            ],
+            "symbols": [{"symbol": s, "status": "TRADING"} for s in self.published.symbols],
+        }
+        return self._json(orjson.dumps(info), 20)
+
+    def _json(self, body: bytes, weight: int) -> web.Response:
+        try:
+            headers = self._charge(weight)
+        except _Limited as limited:
+            return limited.response()
+        return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+class _Limited(Exception):
+    def __init__(self, headers: dict[str, str], limit: int) -> None:
+        super().__init__("request weight limit")
+        self.headers, self.limit = headers, limit
+
+    def response(self) -> web.Response:
+        msg = (
+            f"Too much request weight used; current limit is {self.limit} request weight per "
+            "1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API."
+        )
+        return error_response(RestError(-1003, msg, status=429), self.headers)
