@@ -63,9 +63,7 @@ def _check(fn: typing.Callable[[Any], Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class FeedSettings:
     symbols: list[str] = field(default_factory=lambda: ["btcusdt"], metadata=_check(_symbols))
-    ws_url: str = field(
-        default="wss://stream.binance.com:9443", metadata=_check(_url("ws", "wss"))
-    )
+    ws_url: str = field(default="wss://stream.binance.com:9443", metadata=_check(_url("ws", "wss")))
     rest_url: str = field(default="https://api.binance.com", metadata=_check(_url("http", "https")))
     quarantine_path: str = "./data/quarantine.ndjson"
     # Open a fresh connection this long after connecting (Binance closes them at 24 h).
@@ -135,7 +133,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, environ: Mapping[str, str] = {}) -> Settings:  # noqa: B006 - read-only default
+    def load(cls, path: str | Path | None = None, environ: Mapping[str, str] = {}) -> Settings:
         """Build settings from an optional TOML file and an environment mapping."""
         data: dict[str, Any] = {}
         if path is not None:
@@ -228,6 +226,8 @@ def _from_toml(value: Any, hint: Any, where: str) -> Any:
     expected = hint if isinstance(hint, type) else None
     if isinstance(hint, types.UnionType):
         expected = None
-    if expected is not None and (not isinstance(value, expected) or isinstance(value, bool) != (expected is bool)):
+    if expected is not None and (
+        not isinstance(value, expected) or isinstance(value, bool) != (expected is bool)
+    ):
         raise ConfigError(f"{where}: expected {expected.__name__}, got {type(value).__name__}")
     return value

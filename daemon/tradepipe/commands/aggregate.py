@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     rejects_file: IO[bytes] | None = None
     try:
         if args.rejects:
-            rejects_file = Path(args.rejects).open("wb")  # noqa: SIM115 - closed below
+            rejects_file = Path(args.rejects).open("wb")
         rejects = RejectLog(rejects_file, sys.stderr)
         try:
             partials = aggregate_files(args.files, rejects, args.symbol)

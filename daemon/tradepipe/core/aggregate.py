@@ -138,7 +138,7 @@ class _Acc:
         self.id_set: set[int] | None = None
 
 
-def aggregate(
+def aggregate(  # noqa: C901 - the hot loop, kept inline for speed
     trades: Iterable[Trade], exclude: Callable[[MinuteKey], IdRanges] | None = None
 ) -> dict[MinuteKey, MinutePartial]:
     """Aggregate trades into one partial per (symbol, minute), each trade counted once.

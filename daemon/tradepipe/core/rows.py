@@ -36,9 +36,10 @@ ROW_COLUMNS = (
     "close",
 )
 QUOTE_COLUMNS = frozenset({"total_usd_b", "total_usd_s"})
-DECIMAL_COLUMNS = frozenset(
-    {"total_btc_b", "total_btc_s", "avg_b", "avg_s", "open", "high", "low", "close"}
-) | QUOTE_COLUMNS
+DECIMAL_COLUMNS = (
+    frozenset({"total_btc_b", "total_btc_s", "avg_b", "avg_s", "open", "high", "low", "close"})
+    | QUOTE_COLUMNS
+)
 INT_COLUMNS = frozenset(
     {"total_count_b", "total_count_s", "trades_b", "trades_s", "first_agg_id", "last_agg_id"}
 )

@@ -15,7 +15,6 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from tradepipe.core.errors import ParseError
 from tradepipe.core.parse import is_csv_header, parse_csv_row, parse_event
@@ -119,22 +118,25 @@ def read_file(path: str | Path, symbol: str | None = None) -> Iterator[Trade | R
     """
     source = str(path)
     try:
-        fh: IO[bytes] = Path(path).open("rb")  # noqa: SIM115 - closed by the generator
-        if fh.read(2) == GZIP_MAGIC:
-            fh.seek(0)
-            fh = gzip.GzipFile(fileobj=fh, mode="rb")
-        else:
-            fh.seek(0)
-        head = fh.peek(64) if hasattr(fh, "peek") else b""
+        raw = Path(path).open("rb")
+        magic = raw.read(2)
+        raw.seek(0)
+        fh: io.BufferedIOBase = (
+            gzip.GzipFile(fileobj=raw, mode="rb") if magic == GZIP_MAGIC else raw
+        )
+        head = fh.read(64)
+        fh.seek(0)
     except (OSError, EOFError) as exc:
-        raise SourceError(f"{source}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        raise SourceError(
+            f"{source}: cannot read: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     if is_csv(head) and not (symbol or symbol_from_name(source)):
         fh.close()
         list(_iter_csv((), source, symbol))  # raises the SourceError naming the problem
     return _stream(fh, source, symbol)
 
 
-def _stream(fh: IO[bytes], source: str, symbol: str | None) -> Iterator[Trade | Rejected]:
+def _stream(fh: io.BufferedIOBase, source: str, symbol: str | None) -> Iterator[Trade | Rejected]:
     with fh:
         try:
             yield from iter_trades(fh, source, symbol)

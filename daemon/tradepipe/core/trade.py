@@ -49,12 +49,16 @@ class Trade(msgspec.Struct, frozen=True, gc=False):
 
     def __post_init__(self) -> None:
         s, a, f, l_, t = self.symbol, self.agg_id, self.first_id, self.last_id, self.time_ms
-        if type(s) is not str or not (0 < len(s) <= 32 and s.isascii() and s.isalnum()) or (
-            s != s.upper()
+        if (
+            type(s) is not str
+            or not (0 < len(s) <= 32 and s.isascii() and s.isalnum())
+            or (s != s.upper())
         ):
             raise ParseError("bad_symbol", f"symbol {s!r} is not 1-32 of A-Z0-9")
         if type(a) is not int or type(f) is not int or type(l_) is not int or min(a, f, l_) < 0:
-            raise ParseError("bad_id", f"ids a={a!r} f={f!r} l={l_!r} must be non-negative integers")
+            raise ParseError(
+                "bad_id", f"ids a={a!r} f={f!r} l={l_!r} must be non-negative integers"
+            )
         if f > l_:
             raise ParseError("id_order", f"first trade id {f} > last trade id {l_}")
         if type(t) is not int or not MIN_TIME_MS <= t < MAX_TIME_MS:

@@ -1,0 +1,96 @@
+"""`tradepipe aggregate` as a user runs it: a real subprocess, real files."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from tests.core.helpers import BASE_T, line
+
+from tradepipe.core import ROW_COLUMNS
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "binance"
+
+
+def tp(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tradepipe.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_good_file_exit_0_csv_in_contract_order(tmp_path: Path) -> None:
+    f = tmp_path / "t.ndjson"
+    f.write_bytes(b"\n".join([line(a=2, s="ETHUSDT", T=BASE_T + 60_000), line(a=1)]) + b"\n")
+    out = tp("aggregate", f)
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.reader(io.StringIO(out.stdout)))
+    assert tuple(rows[0]) == ROW_COLUMNS
+    assert [(r[0], r[1]) for r in rows[1:]] == [
+        ("BTCUSDT", "2024-11-24 00:00:00"),
+        ("ETHUSDT", "2024-11-24 00:01:00"),
+    ]
+    assert "2 rows from 2 trades; 0 lines rejected" in out.stderr
+
+
+def test_bad_lines_exit_3_reported_and_copied_verbatim(tmp_path: Path) -> None:
+    bad1, bad2 = b'{"e":"aggTrade","a":', line(a=3, q="0")
+    f = tmp_path / "mixed.ndjson.gz"
+    f.write_bytes(gzip.compress(b"\n".join([line(a=1), bad1, line(a=2), bad2]) + b"\n"))
+    rejects = tmp_path / "rejects.ndjson"
+    out = tp("aggregate", f, "--format", "jsonl", "--rejects", rejects)
+    assert out.returncode == 3
+    assert f"{f}:2: rejected: invalid_json" in out.stderr
+    assert f"{f}:4: rejected: not_positive" in out.stderr
+    assert "2 lines rejected (invalid_json=1, not_positive=1)" in out.stderr
+    assert rejects.read_bytes() == bad1 + b"\n" + bad2 + b"\n"
+    (row,) = [orjson.loads(x) for x in out.stdout.splitlines()]
+    assert row["total_count_s"] == 2 and row["avg_b"] is None and row["avg_s"] == "97123.45000000"
+
+
+def test_unreadable_inputs_exit_2(tmp_path: Path) -> None:
+    assert tp("aggregate", tmp_path / "missing.ndjson").returncode == 2
+    trunc = tmp_path / "t.ndjson.gz"
+    trunc.write_bytes(gzip.compress(b"\n".join(line(a=i) for i in range(2000)))[:-40])
+    out = tp("aggregate", trunc)
+    assert out.returncode == 2 and "truncated" in out.stderr
+    nosym = tmp_path / "trades.csv"
+    nosym.write_text("1,1.0,1.0,1,1,1639474150066,True\n")
+    out = tp("aggregate", nosym)
+    assert out.returncode == 2 and "--symbol" in out.stderr
+    assert tp("aggregate", nosym, "--symbol", "BTCUSDT").returncode == 0
+    assert tp("aggregate", nosym, "--format", "xml").returncode == 2
+
+
+def test_csv_with_header_equals_ndjson(tmp_path: Path) -> None:
+    csv_file = tmp_path / "BTCUSDT-aggTrades-2024-11-24.csv"
+    csv_file.write_text(
+        "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,"
+        "is_buyer_maker,is_best_match\n"
+        f"3300000000,97123.45000000,0.01200000,4200000000,4200000002,{(BASE_T + 3) * 1000},"
+        "True,True\n"
+    )
+    nd = tmp_path / "x.ndjson"
+    nd.write_bytes(line() + b"\n")
+    assert tp("aggregate", csv_file).stdout == tp("aggregate", nd).stdout
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is absent")
+def test_real_recordings_from_several_files_count_each_trade_once() -> None:
+    btc = DATA / "cryptofeed-BINANCE-ee25be.btcusdt.aggTrade.ndjson"
+    once = tp("aggregate", btc)
+    twice = tp("aggregate", btc, btc)
+    assert once.returncode == twice.returncode == 0
+    assert once.stdout == twice.stdout
+    rows = list(csv.DictReader(io.StringIO(once.stdout)))
+    assert sum(int(r["total_count_b"]) + int(r["total_count_s"]) for r in rows) == 1227
+    assert sum(int(r["trades_b"]) + int(r["trades_s"]) for r in rows) == 1391
