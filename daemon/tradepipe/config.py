@@ -89,6 +89,13 @@ class SinkSettings:
     # How long after a minute ends the sink waits for late trades before writing it out.
     grace_seconds: float = 5.0
     max_object_trades: int = 200_000
+    # The sink's own /metrics + /healthz (the producer has metrics.listen; both run on one host).
+    metrics_listen: str = field(default="127.0.0.1:9109", metadata=_check(_hostport))
+    # Give up on an object write after this long (the process exits; systemd restarts it and
+    # it resumes from its last commit).
+    retry_timeout_seconds: float = field(default=900.0, metadata=_check(_positive))
+    # Write objects under this folder instead of S3 (same key layout); empty = S3.
+    local_dir: str = ""
 
 
 @dataclass(frozen=True)
