@@ -28,7 +28,13 @@ async def test_create_topic_with_retention_config(kafka_bootstrap: str) -> None:
         again = await admin.create_topics([NewTopic(name, 1, 1, topic_configs=configs)])
         assert [err for _, err, *_ in again.topic_errors] == [TOPIC_ALREADY_EXISTS]
 
-        assert name in await admin.list_topics()
+        # The broker's metadata cache lags the controller by a moment after a create.
+        for _ in range(100):
+            if name in await admin.list_topics():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail(f"{name} created but not listed after 10 s")
         [described] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
         [resource] = described.resources
         assert resource[0] == 0, resource
