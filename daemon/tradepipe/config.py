@@ -69,6 +69,15 @@ class FeedSettings:
     # Open a fresh connection this long after connecting (Binance closes them at 24 h).
     rollover_seconds: float = field(default=23.5 * 3600, metadata=_check(_positive))
     backoff_max_seconds: float = field(default=30.0, metadata=_check(_positive))
+    # /healthz turns 503 when no trade was acknowledged by the broker for this long.
+    stall_seconds: float = field(default=60.0, metadata=_check(_positive))
+    # Trades held (ahead of a gap) while REST backfills it; beyond that REST refetches them.
+    max_held: int = field(default=20_000, metadata=_check(_positive))
+    # Give up on a missing id range after REST failed this long (counted and logged).
+    backfill_give_up_seconds: float = field(default=300.0, metadata=_check(_positive))
+    # Our share of Binance's per-IP REST weight budget (6000/min); aggTrades costs 4.
+    rest_weight_per_minute: int = field(default=1200, metadata=_check(_positive))
+    quarantine_max_bytes: int = field(default=100 * 1024 * 1024, metadata=_check(_positive))
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,11 @@ class KafkaSettings:
     linger_ms: int = 5
     max_batch_size: int = 262_144
     compression_type: str = "none"
-    buffer_max_messages: int = 200_000
+    # Accepted, unacknowledged trades kept while the broker is slow or down (~300 B each);
+    # when full, live trades are refused and fetched again from REST once there is room.
+    buffer_max_messages: int = field(default=50_000, metadata=_check(_positive))
+    request_timeout_ms: int = field(default=30_000, metadata=_check(_positive))
+    replication_factor: int = field(default=1, metadata=_check(_positive))
     group_id: str = "tradepipe-sink"
 
 
