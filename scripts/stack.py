@@ -15,7 +15,7 @@ Rules this script keeps:
 4. ``stop`` keeps the data and ``start`` reuses it with the same port, so fault tests can kill a
    component and bring it back while the others keep running.
 5. A component whose ``TRADEPIPE_TEST_*`` variable is set is external: never started or stopped,
-   only checked for reachability and copied into ``.stack/env``.
+   only checked for reachability (TCP) and copied into ``.stack/env``.
 6. Holds: ``up --hold TOKEN --hold-pid PID`` records who needs the stack; ``down --release TOKEN``
    stops it only when no other live hold (or a manual ``up``) remains, so two ``make test`` runs
    in one tree do not pull the stack from under each other.
@@ -44,6 +44,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK_DIR = Path(os.environ.get("STACK_DIR", ROOT / ".stack")).resolve()
@@ -629,6 +630,18 @@ def external(name: str) -> bool:
     return os.environ.get(var, "") not in ("", local_env(name)[var])
 
 
+def external_reachable(value: str) -> bool:
+    """TCP check of the first server in a bootstrap list or URL (tests check more)."""
+    first = value.split(",")[0]
+    parts = urlsplit(first if "://" in first else f"tcp://{first}")
+    default = {"http": 80, "https": 443, "mysql": 3306}.get(parts.scheme, 9092)
+    try:
+        with socket.create_connection((parts.hostname or HOST, parts.port or default), timeout=3):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 # --------------------------------------------------------------------------------------------
 # holds, env file, lock
 
@@ -693,7 +706,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             comp = STACK[name]
             if external(name):
                 var = ENV_VARS[name][0]
-                log(f"{name}: external ({var}={os.environ[var]}), not started")
+                state = "reachable" if external_reachable(os.environ[var]) else "NOT REACHABLE"
+                log(f"{name}: external ({var}={os.environ[var]}), not started; {state}")
                 continue
             if args.fresh and comp.pid() is None:
                 for sub in ("data",):
