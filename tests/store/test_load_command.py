@@ -1,0 +1,98 @@
+"""``tradepipe load``: the Lambda's code path from the command line, checked against
+``tradepipe aggregate`` over the same files."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from tests.store.helpers import BINANCE, BTC_FILE, data_file, ndjson, real_trades
+
+from tradepipe.cli import main
+from tradepipe.store import connect, fetch_texts, parse_db_url
+
+
+def stored(url: str) -> list[tuple[str, ...]]:
+    conn = connect(parse_db_url(url))
+    try:
+        return fetch_texts(conn)
+    finally:
+        conn.close()
+
+
+def aggregate_cli(files: list[str], capsys: pytest.CaptureFixture[str]) -> list[tuple[str, ...]]:
+    capsys.readouterr()
+    main(["aggregate", *files])
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    return [tuple(r) for r in rows[1:]]
+
+
+def test_load_all_recorded_data_equals_aggregate(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_file(BTC_FILE)
+    files = sorted(str(p) for p in BINANCE.glob("*.aggTrade.ndjson")) + sorted(
+        str(p) for p in BINANCE.glob("*aggTrades*.csv")
+    )
+    assert main(["load", *files, "--db", db_url, "--batch", "500"]) == 0
+    err = capsys.readouterr().err
+    assert " new, 0 already stored" in err
+    want = aggregate_cli(files, capsys)
+    assert len(want) > 10
+    assert stored(db_url) == want
+    # the same files again: nothing new, rows unchanged
+    assert main(["load", *files, "--db", db_url]) == 0
+    assert ", 0 new, " in capsys.readouterr().err
+    assert stored(db_url) == want
+
+
+def test_split_files_loaded_in_reverse_order(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trades = real_trades()
+    parts = [trades[:300], trades[250:800], trades[700:]]  # overlapping pieces
+    names = []
+    for i, part in enumerate(parts):
+        path = tmp_path / f"part{i}.ndjson"
+        path.write_bytes(ndjson(part))
+        names.append(str(path))
+    for name in reversed(names):
+        assert main(["load", name, "--db", db_url, "--batch", "97"]) == 0
+    assert stored(db_url) == aggregate_cli([str(data_file(BTC_FILE))], capsys)
+
+
+def test_unmigrated_database_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/new.db"
+    btc = str(data_file(BTC_FILE))
+    assert main(["load", btc, "--db", url]) == 1
+    assert "run `tradepipe migrate --db URL` first" in capsys.readouterr().err
+    assert main(["load", btc, "--db", url, "--migrate"]) == 0
+    assert stored(url) == aggregate_cli([btc], capsys)
+
+
+def test_bad_lines_rejected_good_lines_loaded(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trades = real_trades()[:50]
+    bad = b'{"e":"aggTrade","s":"BTCUSDT","a":1,"p":"-1"}'
+    body = ndjson(trades[:25]) + bad + b"\nnot json\n" + ndjson(trades[25:])
+    src = tmp_path / "mixed.ndjson"
+    src.write_bytes(body)
+    rejects = tmp_path / "rejects.ndjson"
+    assert main(["load", str(src), "--db", db_url, "--rejects", str(rejects)]) == 3
+    err = capsys.readouterr().err
+    assert "mixed.ndjson:26: rejected:" in err and "2 lines rejected" in err
+    assert rejects.read_bytes() == bad + b"\nnot json\n"
+    clean = tmp_path / "clean.ndjson"
+    clean.write_bytes(ndjson(trades))
+    assert stored(db_url) == aggregate_cli([str(clean)], capsys)
+
+
+def test_missing_file_loads_nothing(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["load", str(data_file(BTC_FILE)), "/nonexistent.ndjson", "--db", db_url]) == 2
+    assert "/nonexistent.ndjson: cannot read" in capsys.readouterr().err
+    assert stored(db_url) == []

@@ -1,0 +1,163 @@
+"""The idempotent upsert against real databases: every way trades can arrive converges to the
+rows of aggregating the union of distinct trades once."""
+
+from __future__ import annotations
+
+import random
+import threading
+from decimal import Decimal
+
+import pytest
+from tests.store.helpers import ETH_FILE, expected, migrated, real_trades
+
+from tradepipe.core import Trade
+from tradepipe.store import Store, connect, fetch_texts, parse_db_url, upsert_trades
+
+MINUTE = 1_732_406_400_000  # 2024-11-24 00:00:00 UTC
+
+
+def stored(url: str) -> list[tuple[str, ...]]:
+    conn = connect(parse_db_url(url))
+    try:
+        return fetch_texts(conn)
+    finally:
+        conn.close()
+
+
+def trade(a: int, p: str, q: str, f: int, l: int, dt_ms: int, m: bool) -> Trade:  # noqa: E741
+    return Trade("BTCUSDT", a, Decimal(p), Decimal(q), f, l, MINUTE + dt_ms, m)
+
+
+HAND = [
+    trade(10, "100.5", "2", 1, 3, 1_000, False),  # buy 3 trades
+    trade(11, "101", "0.5", 4, 4, 2_000, True),  # sell
+    trade(12, "99.25", "1", 5, 6, 59_999, False),  # buy, last ms of the minute
+    trade(13, "98", "0.1", 7, 7, 60_000, True),  # sell, first ms of the next minute
+]
+HAND_ROWS = [
+    (
+        "BTCUSDT", "2024-11-24 00:00:00", "2", "1", "3.00000000", "0.50000000",
+        "300.2500000000000000", "50.5000000000000000", "100.08333333", "101.00000000",
+        "5", "1", "10", "12", "100.50000000", "101.00000000", "99.25000000", "99.25000000",
+    ),
+    (
+        "BTCUSDT", "2024-11-24 00:01:00", "0", "1", "0.00000000", "0.10000000",
+        "0.0000000000000000", "9.8000000000000000", "", "98.00000000",
+        "0", "1", "13", "13", "98.00000000", "98.00000000", "98.00000000", "98.00000000",
+    ),
+]  # fmt: skip
+
+
+def test_hand_checked_rows(db_url: str) -> None:
+    result = Store(db_url).upsert(HAND)
+    assert (result.trades, result.added, result.rows) == (4, 4, 2)
+    assert stored(db_url) == HAND_ROWS
+
+
+def test_duplicate_delivery_changes_nothing(db_url: str) -> None:
+    store = Store(db_url)
+    trades = real_trades()
+    store.upsert(trades)
+    first = stored(db_url)
+    again = store.upsert(trades)
+    assert (again.added, again.rows, again.duplicates) == (0, 0, len(trades))
+    assert stored(db_url) == first == expected(trades)
+
+
+def test_overlapping_batches(db_url: str) -> None:
+    trades = real_trades()
+    store = Store(db_url)
+    store.upsert(trades[:700])
+    result = store.upsert(trades[400:])  # 300 trades already stored
+    assert result.added == len(trades) - 700
+    assert stored(db_url) == expected(trades)
+
+
+def test_minute_split_in_three_delivered_in_reverse(db_url: str) -> None:
+    trades = real_trades()
+    minute = [t for t in trades if t.time_ms // 60_000 == trades[0].time_ms // 60_000]
+    a, b, c = minute[: len(minute) // 3], minute[len(minute) // 3 : 2 * len(minute) // 3], minute[
+        2 * len(minute) // 3 :
+    ]
+    store = Store(db_url)
+    for part in (c, b, a):
+        store.upsert(part)
+    assert stored(db_url) == expected(minute)
+    assert len(stored(db_url)) == 1
+
+
+def test_random_chunks_any_order_with_repeats(db_url: str) -> None:
+    """Two symbols, trades cut into random overlapping chunks, shuffled, some twice."""
+    trades = real_trades() + real_trades(ETH_FILE)
+    rng = random.Random(20210404)
+    chunks = []
+    for _ in range(12):
+        lo = rng.randrange(len(trades))
+        chunks.append(trades[lo : lo + rng.randrange(1, 600)])
+    chunks.append(trades)  # make the union everything
+    chunks += rng.sample(chunks, 4)
+    rng.shuffle(chunks)
+    store = Store(db_url)
+    for chunk in chunks:
+        shuffled = chunk[:]
+        rng.shuffle(shuffled)
+        store.upsert(shuffled)
+    assert stored(db_url) == expected(trades)
+
+
+def test_failed_transaction_leaves_no_partial_write(db_url: str) -> None:
+    """An error after the rows were written rolls all of them back."""
+    trades = real_trades()
+    conn = connect(parse_db_url(db_url))
+
+    class Boom(Exception):
+        pass
+
+    original = conn.execute_many
+
+    def write_then_fail(sql: str, rows: object) -> None:
+        original(sql, rows)  # type: ignore[arg-type]
+        raise Boom
+
+    conn.execute_many = write_then_fail  # type: ignore[method-assign]
+    with pytest.raises(Boom):
+        upsert_trades(conn, trades)
+    conn.close()
+    assert stored(db_url) == []
+    Store(db_url).upsert(trades)
+    assert stored(db_url) == expected(trades)
+
+
+@pytest.mark.mysql
+def test_concurrent_writers_on_mariadb(mysql_db: str) -> None:
+    """Eight threads, each its own connection, upsert overlapping chunks of the same minutes
+    at once: gap-lock deadlocks and first-insert races are retried, nothing double counts."""
+    url = migrated(mysql_db)
+    trades = real_trades()
+    rng = random.Random(7)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def writer(seed: int) -> None:
+        local = random.Random(seed)
+        store = Store(url, attempts=30, timeout=60)
+        try:
+            store.connection()  # connected before the barrier, so the first batches collide
+            barrier.wait()
+            for _ in range(4):
+                lo = local.randrange(len(trades) // 2)
+                store.upsert(trades[lo : lo + local.randrange(200, len(trades))])
+            store.upsert(trades if seed == 0 else trades[: len(trades) // 2])
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            store.close()
+
+    seeds = [0, *(rng.randrange(10**6) for _ in range(7))]
+    threads = [threading.Thread(target=writer, args=(seed,)) for seed in seeds]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert stored(url) == expected(trades)
