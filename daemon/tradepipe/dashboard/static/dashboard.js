@@ -92,7 +92,8 @@ function trace(chart, [column, name, color], x, columns) {
     hovertemplate: `${name}: %{customdata}<extra></extra>`,
   };
   if (chart.kind === "bar") return { ...t, type: "bar", marker: { color } };
-  return { ...t, type: "scatter", mode: "lines+markers", marker: { size: 4, color }, line: { color, width: 1.5 } };
+  const dash = column === "avg_s" ? "dot" : "solid"; // the two averages often overlap
+  return { ...t, type: "scatter", mode: "lines+markers", marker: { size: 4, color }, line: { color, width: 1.5, dash } };
 }
 
 function render(payload) {
