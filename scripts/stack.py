@@ -422,10 +422,12 @@ def kafka_after_ready() -> None:
     key = b"tradepipe-stack"
     err = -1
     while time.monotonic() < deadline:
-        r = _Reader(_kafka_request(KAFKA_PORT, 10, 1, struct.pack(">h", len(key)) + key + b"\0"))
-        r.take(">i")  # throttle
-        if (err := r.take(">h")) == 0:
-            return
+        with contextlib.suppress(OSError, struct.error):
+            body = struct.pack(">h", len(key)) + key + b"\0"  # key, key_type 0 = group
+            r = _Reader(_kafka_request(KAFKA_PORT, 10, 1, body))
+            r.take(">i")  # throttle
+            if (err := r.take(">h")) == 0:
+                return
         time.sleep(0.2)
     raise StackError(f"kafka: no group coordinator after 30s (error {err})")
 
@@ -778,7 +780,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         state = "ready" if why is None else f"starting ({why})"
         extra = ""
         if name == "kafka" and why is None:
-            extra = f"  topics: {', '.join(kafka_metadata(KAFKA_PORT)[1]) or '-'}"
+            with contextlib.suppress(OSError, struct.error):
+                extra = f"  topics: {', '.join(kafka_metadata(KAFKA_PORT)[1]) or '-'}"
         print(f"{name:6} {state:9} pid {pid}  {HOST}:{comp.port}  log {comp.log_file}{extra}")
         rc = rc if why is None else 3
     if holds := live_holds():
