@@ -137,6 +137,18 @@ class DashboardSettings:
 
 
 @dataclass(frozen=True)
+class LocalSettings:
+    """``tradepipe run``: where its embedded stand-ins keep their data."""
+
+    # Minute objects (the S3 key layout) when s3.bucket is not set.
+    objects_dir: str = "./data/objects"
+    # The sink's grace in local mode: rows of a closed minute must show within 3 s.
+    grace_seconds: float = field(default=1.0, metadata=_check(_positive))
+    # The in-process broker holds at most this many unwritten trades (back-pressure beyond).
+    broker_max_messages: int = 200_000
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "info"
 
@@ -150,6 +162,7 @@ class Settings:
     db: DbSettings = field(default_factory=DbSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    local: LocalSettings = field(default_factory=LocalSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     @classmethod
