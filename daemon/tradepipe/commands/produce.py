@@ -1,0 +1,47 @@
+"""``tradepipe produce [--config FILE]``: the daemon, Binance WebSocket -> Kafka.
+
+Exit status: 0 after a clean stop (SIGTERM/SIGINT, everything flushed), 1 when trades could
+not be flushed before the time limit or a task crashed, 2 for invalid configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+
+from tradepipe.config import ConfigError, Settings
+from tradepipe.observability import Notifier, configure_logging, watchdog_interval
+from tradepipe.producer.service import Options, serve
+
+HELP = "the daemon: Binance WebSocket -> Kafka"
+EXIT_CONFIG = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML file (TRADEPIPE_* env overrides it)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.load(args.config, os.environ)
+        configure_logging(settings.log.level)
+    except (ConfigError, ValueError) as exc:
+        print(f"tradepipe produce: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    options = Options(
+        notifier=Notifier(os.environ.get("NOTIFY_SOCKET")),
+        watchdog_seconds=watchdog_interval(os.environ),
+    )
+    return asyncio.run(main(settings, options))
+
+
+async def main(settings: Settings, options: Options) -> int:
+    """Signals only set the stop flag; :func:`serve` does the ordered shutdown."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return await serve(settings, stop, options)

@@ -1,0 +1,34 @@
+"""``tradepipe produce``: Binance aggTrades over WebSocket -> Kafka, with no gaps.
+
+Layout (the pure parts first):
+:mod:`.records` (what is published), :mod:`.sequencer` (order, de-dup, gaps; pure),
+:mod:`.outbox` (the bounded buffer), :mod:`.backoff` (reconnect pacing; pure),
+:mod:`.intake` (message -> validated record -> sequencer -> outbox), :mod:`.quarantine`,
+:mod:`.metrics`, :mod:`.feed` (WebSocket connections, rollover), :mod:`.rest` and
+:mod:`.backfill` (REST gap filling), :mod:`.sink` (the :class:`TradeSink` interface),
+:mod:`.kafka` (the Kafka sink), :mod:`.publisher` (outbox -> sink), :mod:`.service` (lifecycle).
+"""
+
+from tradepipe.producer.intake import Intake
+from tradepipe.producer.kafka import KafkaTradeSink, ensure_topic
+from tradepipe.producer.metrics import ProducerMetrics
+from tradepipe.producer.outbox import Outbox
+from tradepipe.producer.records import Record
+from tradepipe.producer.sequencer import Sequencer
+from tradepipe.producer.service import Options, Producer, serve
+from tradepipe.producer.sink import SinkUnavailable, TradeSink
+
+__all__ = [
+    "Intake",
+    "KafkaTradeSink",
+    "Options",
+    "Outbox",
+    "Producer",
+    "ProducerMetrics",
+    "Record",
+    "Sequencer",
+    "SinkUnavailable",
+    "TradeSink",
+    "ensure_topic",
+    "serve",
+]

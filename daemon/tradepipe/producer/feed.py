@@ -1,0 +1,209 @@
+"""The WebSocket side: one combined-stream connection (two during a rollover), kept open.
+
+Binance-specific policy, on top of the ``websockets`` client (which answers the server's pings
+with pongs by itself and sends its own keep-alive ping every 20 s: 2 of our 5 allowed incoming
+messages per second, at most):
+
+1. Subscription is by URL (``/stream?streams=a@aggTrade/b@aggTrade``): we send no JSON control
+   messages, so the 5 messages/s limit is never approached; the config caps streams at 1024.
+2. Reconnects wait a capped exponential backoff with full jitter (:class:`Backoff`), reset
+   after a connection that stayed up ``healthy_after`` seconds, and never exceed 100 attempts
+   per 5 minutes (Binance allows 300 per IP).
+3. Rollover: ``rollover_seconds`` after connecting (23.5 h, before Binance's 24 h cut), or at a
+   ``serverShutdown`` event, a second connection is opened *before* the first is closed; the
+   old one is closed once the new one delivered a message (or after ``overlap_seconds``). The
+   sequencer drops the overlap's duplicates.
+4. A connection that ends without us closing it means trades may have been missed: the intake
+   is told, and REST fills whatever is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Callable
+
+import structlog
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from tradepipe.producer.backoff import AttemptLimiter, Backoff
+from tradepipe.producer.intake import Intake, Signal
+from tradepipe.producer.metrics import ProducerMetrics
+
+log = structlog.get_logger(__name__)
+
+
+def stream_url(base: str, symbols: list[str]) -> str:
+    streams = "/".join(f"{s.lower()}@aggTrade" for s in symbols)
+    return f"{base.rstrip('/')}/stream?streams={streams}"
+
+
+class Connection:
+    """One open WebSocket and its reader."""
+
+    def __init__(self, ws: ClientConnection, conn_id: int, intake: Intake) -> None:
+        self.ws, self.id, self.intake = ws, conn_id, intake
+        self.opened_at = time.monotonic()
+        self.first_message = asyncio.Event()
+        self.shutdown_announced = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.closing = False  # we asked for the close
+        self.messages = 0
+
+    async def read(self) -> None:
+        live = self.intake.live
+        try:
+            async for message in self.ws:
+                self.messages += 1
+                if live(message) is Signal.SERVER_SHUTDOWN:
+                    self.shutdown_announced.set()
+                self.first_message.set()
+        except ConnectionClosed as exc:
+            if not self.closing:
+                log.warning("ws_connection_lost", conn=self.id, error=str(exc))
+        finally:
+            self.closed.set()
+            log.info("ws_closed", conn=self.id, messages=self.messages, by_us=self.closing,
+                     code=self.ws.close_code, reason=self.ws.close_reason,
+                     lived_s=round(time.monotonic() - self.opened_at, 1))  # fmt: skip
+
+    async def close(self) -> None:
+        self.closing = True
+        await self.ws.close()
+
+
+class Feed:
+    def __init__(
+        self,
+        url: str,
+        intake: Intake,
+        metrics: ProducerMetrics,
+        rollover_seconds: float = 23.5 * 3600,
+        backoff: Backoff | None = None,
+        limiter: AttemptLimiter | None = None,
+        overlap_seconds: float = 5.0,
+        open_timeout: float = 10.0,
+        on_connected: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.url, self.intake, self.metrics = url, intake, metrics
+        self.rollover_seconds, self.overlap_seconds = rollover_seconds, overlap_seconds
+        self.open_timeout = open_timeout
+        self.backoff = backoff or Backoff()
+        self.limiter = limiter or AttemptLimiter()
+        self.on_connected = on_connected
+        self.open: dict[int, Connection] = {}
+        self._ids = itertools.count(1)
+        self._stop = asyncio.Event()
+        self._connected_once = False
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.open)
+
+    def stop(self) -> None:
+        """Stop reading: close every connection and return from :meth:`run`."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            retiring: Connection | None = None
+            while not self._stop.is_set():
+                conn = await self._connect(tasks)
+                if conn is None:
+                    break
+                if retiring is not None:
+                    tasks.create_task(self._retire(retiring, conn))
+                why = await self._watch(conn)
+                retiring = None
+                if why == "closed":
+                    self.backoff.connection_ended(time.monotonic() - conn.opened_at)
+                elif why in ("rollover", "serverShutdown"):
+                    self.metrics.rollovers.inc()
+                    log.info("ws_rollover", conn=conn.id, why=why)
+                    retiring = conn
+            for conn in list(self.open.values()):
+                await conn.close()
+
+    async def _connect(self, tasks: asyncio.TaskGroup) -> Connection | None:
+        """Open a connection (retrying as rule 2 says); ``None`` once stopped."""
+        while True:
+            now = time.monotonic()
+            wait = max(self.backoff.delay(), self.limiter.wait_for(now))
+            if wait > 0:
+                log.info("ws_reconnect_wait", seconds=round(wait, 2))
+            if await self._stopped_within(wait):
+                return None
+            self.limiter.record(time.monotonic())
+            try:
+                ws = await connect(
+                    self.url,
+                    open_timeout=self.open_timeout,
+                    ping_interval=20,
+                    ping_timeout=20,
+                    close_timeout=2,
+                    max_size=2**20,
+                    compression=None,
+                )
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
+                self.metrics.connect_failures.inc()
+                self.backoff.failed()
+                log.warning("ws_connect_failed", url=self.url, error=repr(exc))
+                continue
+            conn = Connection(ws, next(self._ids), self.intake)
+            self.open[conn.id] = conn
+            self.metrics.connections.set(len(self.open))
+            if self._connected_once:
+                self.metrics.reconnects.inc()
+            self._connected_once = True
+            log.info("ws_connected", conn=conn.id, url=self.url)
+            tasks.create_task(self._read(conn))
+            self.on_connected()
+            return conn
+
+    async def _read(self, conn: Connection) -> None:
+        try:
+            await conn.read()
+        finally:
+            self.open.pop(conn.id, None)
+            self.metrics.connections.set(len(self.open))
+            if not conn.closing:
+                self.intake.disconnected()  # rule 4
+
+    async def _watch(self, conn: Connection) -> str:
+        """Wait until this connection closes, is due for rollover, or we are stopped."""
+        waits = {
+            "closed": asyncio.ensure_future(conn.closed.wait()),
+            "serverShutdown": asyncio.ensure_future(conn.shutdown_announced.wait()),
+            "stop": asyncio.ensure_future(self._stop.wait()),
+        }
+        try:
+            done, _ = await asyncio.wait(
+                waits.values(),
+                timeout=max(0.0, conn.opened_at + self.rollover_seconds - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for fut in waits.values():
+                fut.cancel()
+        for why, fut in waits.items():
+            if fut in done:
+                return why
+        return "rollover"
+
+    async def _retire(self, old: Connection, new: Connection) -> None:
+        """Close ``old`` once ``new`` delivers (or after the overlap time): rule 3."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(new.first_message.wait(), self.overlap_seconds)
+        await old.close()
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        if self._stop.is_set():
+            return True
+        if seconds <= 0:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        return self._stop.is_set()

@@ -1,0 +1,180 @@
+"""Messages in, records out: validation, quarantine, metrics and per-symbol sequencing.
+
+The synchronous heart of the producer: the WebSocket readers call :meth:`Intake.live` for every
+message and the backfiller calls :meth:`Intake.rest_page` for every REST page; both end in the
+symbol's :class:`~tradepipe.producer.sequencer.Sequencer`, whose output goes to the
+:class:`~tradepipe.producer.outbox.Outbox` in id order. No sockets, so it is tested directly.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+import structlog
+
+from tradepipe.core import ParseError, decode, trade_from_object
+from tradepipe.producer.metrics import ProducerMetrics
+from tradepipe.producer.outbox import Outbox
+from tradepipe.producer.quarantine import Quarantine
+from tradepipe.producer.records import Record
+from tradepipe.producer.sequencer import Sequencer
+
+log = structlog.get_logger(__name__)
+
+_WRAPPER_PREFIX = b'{"stream":"'
+_DATA_KEY = b',"data":'
+
+
+class Signal(enum.Enum):
+    SERVER_SHUTDOWN = "serverShutdown"  # Binance asks us to reconnect now
+
+
+def inner_value(raw: bytes, obj: dict[str, Any]) -> bytes:
+    """The aggTrade object's JSON exactly as received: the text of a combined-stream wrapper's
+    ``data`` when the wrapper has Binance's compact form, else ``obj`` re-serialised."""
+    if raw.startswith(_WRAPPER_PREFIX):
+        at = raw.find(_DATA_KEY)
+        # the stream name must be a plain string (no quote before its closing one), so the
+        # first ',"data":' really is the wrapper's key
+        if at > 0 and raw.find(b'"', len(_WRAPPER_PREFIX)) == at - 1 and raw.endswith(b"}}"):
+            return raw[at + len(_DATA_KEY) : -1]
+        return orjson.dumps(obj)
+    stripped = raw.strip()
+    return stripped if stripped.startswith(b"{") else orjson.dumps(obj)
+
+
+def rest_value(obj: dict[str, Any], symbol: str) -> bytes:
+    """A REST element as a WebSocket event: ``e``, ``E`` (= ``T``) and ``s`` added, the exchange's
+    decimal strings untouched."""
+    return orjson.dumps({"e": "aggTrade", "E": obj["T"], "s": symbol, **obj})
+
+
+class Intake:
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        outbox: Outbox,
+        metrics: ProducerMetrics,
+        quarantine: Quarantine,
+        max_held: int = 20_000,
+        on_gap: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.outbox, self.metrics, self.quarantine = outbox, metrics, quarantine
+        self.on_gap = on_gap
+        self.sequencers = {s.upper(): Sequencer(s.upper(), max_held) for s in symbols}
+        self.last_message_at: float | None = None  # monotonic
+        self._received = {s: metrics.received.labels(s) for s in self.sequencers}
+
+    # ------------------------------------------------------------------ live WebSocket messages
+
+    def live(self, message: bytes | str) -> Signal | None:
+        raw = message.encode() if isinstance(message, str) else message
+        self.last_message_at = time.monotonic()
+        try:
+            obj = decode(raw)
+            if obj.get("e") == "serverShutdown":
+                log.warning("server_shutdown_announced")
+                return Signal.SERVER_SHUTDOWN
+            if "id" in obj and ("result" in obj or "error" in obj):
+                log.info("control_reply", reply=obj)  # a SUBSCRIBE answer; we subscribe by URL
+                return None
+            trade = trade_from_object(obj)
+            seq = self.sequencers.get(trade.symbol)
+            if seq is None:
+                raise ParseError("bad_symbol", f"symbol {trade.symbol!r} was not subscribed")
+        except ParseError as exc:
+            self.reject(exc, raw)
+            return None
+        self._received[trade.symbol].inc()
+        if self.outbox.full:
+            # No room: refuse the trade; REST brings it back once the broker drains the buffer.
+            self.metrics.deferred.labels(trade.symbol).inc()
+            seq.want_catch_up()
+            return None
+        self.offer(seq, Record(trade.symbol, trade.agg_id, trade.time_ms, inner_value(raw, obj)))
+        return None
+
+    def disconnected(self) -> None:
+        """A connection dropped: trades may have been missed on every symbol."""
+        for seq in self.sequencers.values():
+            seq.want_catch_up()
+        self.on_gap()
+
+    def reject(self, exc: ParseError, raw: bytes | str) -> None:
+        self.metrics.malformed.labels(exc.reason).inc()
+        text = raw if isinstance(raw, str) else raw[:1000].decode("utf-8", "replace")
+        log.warning("malformed_message", reason=exc.reason, error=exc.message, raw=text[:300])
+        self.quarantine.add(exc.reason, exc.message, raw)
+
+    # ----------------------------------------------------------------------- sequencing, output
+
+    def offer(self, seq: Sequencer, record: Record) -> None:
+        gaps = seq.gaps
+        out = seq.offer(record)
+        if out is None:
+            self.metrics.duplicates.labels(seq.symbol).inc()
+            return
+        if out:
+            self.emit(seq, out)
+        if seq.gaps != gaps:
+            self.metrics.gaps.labels(seq.symbol).inc()
+            log.warning("gap_detected", symbol=seq.symbol, missing=seq.missing())
+            self.on_gap()
+
+    def emit(self, seq: Sequencer, records: list[Record]) -> None:
+        backfilled = sum(1 for r in records if r.backfilled)
+        if backfilled:
+            self.metrics.backfilled.labels(seq.symbol).inc(backfilled)
+        self.outbox.extend(records)
+
+    def skip(self, seq: Sequencer, to_id: int, why: str) -> None:
+        first = (seq.last_id or 0) + 1
+        count, out = seq.skip_to(to_id)
+        if out:
+            self.emit(seq, out)
+        if count:
+            self.metrics.unfilled.labels(seq.symbol).inc(count)
+            log.error("gap_unfilled", symbol=seq.symbol, first=first, last=to_id, count=count,
+                      why=why)  # fmt: skip
+
+    # ------------------------------------------------------------------------- REST backfill
+
+    def rest_page(
+        self, seq: Sequencer, objs: list[Any], from_id: int, until: int | None, limit: int
+    ) -> None:
+        """Apply one ``GET /api/v3/aggTrades?fromId=from_id&limit=limit`` answer.
+
+        Ids the page shows REST does not have (it starts later than ``from_id``; an empty
+        answer for a bounded range) are skipped and counted (sequencer rule 6).
+        """
+        if not objs:
+            if until is None:
+                seq.caught_up()
+            else:
+                self.skip(seq, until, "REST has no trades in the range")
+            return
+        for obj in objs:
+            try:
+                if not isinstance(obj, dict):
+                    raise ParseError("not_an_object", f"REST element {obj!r} is not an object")
+                trade = trade_from_object(obj, seq.symbol)
+            except ParseError as exc:
+                self.reject(exc, orjson.dumps(obj))
+                agg_id = obj.get("a") if isinstance(obj, dict) else None
+                if type(agg_id) is int:
+                    self.skip(seq, agg_id, f"REST trade malformed: {exc.reason}")
+                continue
+            if (
+                seq.last_id is not None
+                and trade.agg_id > seq.last_id + 1
+                and not seq.held_has(seq.last_id + 1)
+            ):
+                self.skip(seq, trade.agg_id - 1, "REST skips these ids")
+            value = rest_value(obj, seq.symbol)
+            self.offer(seq, Record(seq.symbol, trade.agg_id, trade.time_ms, value, True))
+        if until is None and len(objs) < limit:
+            seq.caught_up()

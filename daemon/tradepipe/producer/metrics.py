@@ -1,0 +1,88 @@
+"""The producer's Prometheus metrics (names fixed by ARCHITECTURE.md), on a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# trade time -> broker ack: mostly milliseconds, seconds during a broker outage or a backfill
+LATENCY_BUCKETS = (
+    0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
+
+
+class ProducerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            "tradepipe_trades_received", "aggTrades received from the WebSocket feed",
+            ["symbol"], registry=r,
+        )  # fmt: skip
+        self.produced = Counter(
+            "tradepipe_trades_produced",
+            "aggTrades acknowledged by the broker",
+            ["symbol"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "tradepipe_duplicate_trades", "aggTrades dropped as already seen (overlap, backfill)",
+            ["symbol"], registry=r,
+        )  # fmt: skip
+        self.malformed = Counter(
+            "tradepipe_malformed_messages", "messages rejected, by reason", ["reason"], registry=r
+        )
+        self.reconnects = Counter(
+            "tradepipe_ws_reconnects", "WebSocket connections opened after the first", registry=r
+        )
+        self.rollovers = Counter(
+            "tradepipe_ws_rollovers",
+            "proactive connection rollovers (24 h limit, serverShutdown)",
+            registry=r,
+        )
+        self.connect_failures = Counter(
+            "tradepipe_ws_connect_failures", "failed WebSocket connection attempts", registry=r
+        )
+        self.connections = Gauge(
+            "tradepipe_ws_connections", "open WebSocket connections", registry=r
+        )
+        self.gaps = Counter(
+            "tradepipe_gaps_detected", "jumps in aggregate ids or catch-ups after a disconnect",
+            ["symbol"], registry=r,
+        )  # fmt: skip
+        self.backfilled = Counter(
+            "tradepipe_trades_backfilled",
+            "aggTrades fetched from REST and emitted",
+            ["symbol"],
+            registry=r,
+        )
+        self.unfilled = Counter(
+            "tradepipe_gap_unfilled_trades",
+            "aggregate ids given up on (REST lacked them or failed for too long)",
+            ["symbol"], registry=r,
+        )  # fmt: skip
+        self.rest_requests = Counter(
+            "tradepipe_rest_requests", "REST aggTrades requests, by HTTP status or error",
+            ["status"], registry=r,
+        )  # fmt: skip
+        self.deferred = Counter(
+            "tradepipe_trades_deferred",
+            "live aggTrades refused because the buffer was full (fetched from REST later)",
+            ["symbol"], registry=r,
+        )  # fmt: skip
+        self.kafka_errors = Counter(
+            "tradepipe_kafka_errors",
+            "failed broker sends or starts (records are resent)",
+            registry=r,
+        )
+        self.buffered = Gauge(
+            "tradepipe_buffered_messages", "records accepted and not yet acknowledged", registry=r
+        )
+        self.last_trade_age = Gauge(
+            "tradepipe_last_trade_age_seconds", "now - trade time of the last trade acknowledged",
+            ["symbol"], registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "tradepipe_trade_to_kafka_seconds", "trade time T -> broker acknowledgement",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip

@@ -1,0 +1,101 @@
+"""Moves records from the outbox to the sink, one chunk in flight, until acknowledged.
+
+The loop: take whatever is waiting (up to ``max_chunk``), publish it, and on acknowledgement
+forget it and record metrics. While a chunk is in flight the next one accumulates, so chunk
+size follows the load. On :class:`SinkUnavailable` the chunk stays in the outbox: the sink is
+restarted (with capped, jittered backoff) and everything unacknowledged is published again.
+That resend can duplicate a record the broker had in fact written before failing (a lost
+acknowledgement): delivery into the broker is at-least-once under broker faults, and readers
+de-duplicate by (symbol, aggregate id) as the whole pipeline does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from tradepipe.producer.backoff import Backoff
+from tradepipe.producer.metrics import ProducerMetrics
+from tradepipe.producer.outbox import Outbox
+from tradepipe.producer.records import Record
+from tradepipe.producer.sink import SinkUnavailable, TradeSink
+
+log = structlog.get_logger(__name__)
+
+AckHook = Callable[[Sequence[Record], float], None]
+
+
+class Publisher:
+    def __init__(
+        self,
+        sink: TradeSink,
+        outbox: Outbox,
+        metrics: ProducerMetrics,
+        max_chunk: int = 5_000,
+        backoff: Backoff | None = None,
+        on_ack: AckHook | None = None,
+        on_started: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.sink, self.outbox, self.metrics = sink, outbox, metrics
+        self.max_chunk = max_chunk
+        self.backoff = backoff or Backoff(base=0.2, cap=10.0, healthy_after=0.0)
+        self.on_ack = on_ack
+        self.on_started = on_started
+        self.started = asyncio.Event()
+        self.last_ack_at: float | None = None  # monotonic
+        self.last_trade_ms: dict[str, int] = {}
+
+    async def start_sink(self) -> None:
+        """Start the sink, retrying until it works (cancel to give up)."""
+        while True:
+            try:
+                await self.sink.start()
+            except SinkUnavailable as exc:
+                self.metrics.kafka_errors.inc()
+                self.backoff.failed()
+                delay = self.backoff.delay()
+                log.warning("sink_start_failed", error=str(exc), retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+                continue
+            self.backoff.failures = 0
+            self.started.set()
+            self.on_started()
+            return
+
+    async def run(self) -> None:
+        """Publish forever (until cancelled)."""
+        if not self.started.is_set():
+            await self.start_sink()
+        while True:
+            chunk = await self.outbox.take(self.max_chunk)
+            try:
+                await self.sink.publish(chunk)
+            except SinkUnavailable as exc:
+                self.metrics.kafka_errors.inc()
+                log.warning("publish_failed", error=str(exc), unacked=len(self.outbox))
+                self.outbox.rewind()
+                self.started.clear()
+                await self.sink.stop()
+                await self.start_sink()
+                continue
+            self._acked(chunk)
+
+    def _acked(self, chunk: list[Record]) -> None:
+        now = time.time()
+        self.outbox.ack(len(chunk))
+        self.last_ack_at = time.monotonic()
+        per_symbol = Counter(r.symbol for r in chunk)
+        for symbol, n in per_symbol.items():
+            self.metrics.produced.labels(symbol).inc(n)
+        observe = self.metrics.latency.observe
+        for rec in chunk:
+            observe(max(0.0, now - rec.time_ms / 1000))
+        for rec in chunk:  # chunks are in id order per symbol: the last one wins
+            self.last_trade_ms[rec.symbol] = rec.time_ms
+        self.metrics.buffered.set(len(self.outbox))
+        if self.on_ack is not None:
+            self.on_ack(chunk, now)

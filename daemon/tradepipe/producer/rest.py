@@ -1,0 +1,108 @@
+"""``GET /api/v3/aggTrades`` within Binance's limits.
+
+- Pacing: requests are spaced so that their weight (4 each) stays within ``weight_per_minute``,
+  our share of the per-IP budget (6000/min on Binance).
+- ``X-MBX-USED-WEIGHT-1M`` above that share pauses us until the next minute.
+- 429 (too many requests) and 418 (IP banned for ignoring 429s) raise :class:`RateLimited` with
+  the server's ``Retry-After``; the caller must wait that long.
+- Network errors and 5xx raise :class:`RestUnavailable` (retry); other statuses raise
+  :class:`RestRejected` (retrying the same request would not help).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+
+from tradepipe.producer.metrics import ProducerMetrics
+
+log = structlog.get_logger(__name__)
+
+AGG_TRADES_WEIGHT = 4
+MAX_LIMIT = 1000
+
+
+class RestUnavailable(Exception):
+    """Transient: the request may succeed if retried later."""
+
+
+class RateLimited(RestUnavailable):
+    def __init__(self, status: int, retry_after: float) -> None:
+        super().__init__(f"HTTP {status}: retry after {retry_after:g} s")
+        self.status, self.retry_after = status, retry_after
+
+
+class RestRejected(Exception):
+    """Permanent: the server refused the request (e.g. unknown symbol)."""
+
+
+class AggTradesClient:
+    def __init__(
+        self,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        metrics: ProducerMetrics,
+        weight_per_minute: int = 1200,
+        timeout: float = 10.0,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/api/v3/aggTrades"
+        self.session, self.metrics = session, metrics
+        self.weight_per_minute = weight_per_minute
+        self.interval = 60.0 * AGG_TRADES_WEIGHT / weight_per_minute
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._next_at = 0.0  # monotonic
+        self._lock = asyncio.Lock()
+
+    async def fetch(self, symbol: str, from_id: int, limit: int = MAX_LIMIT) -> list[Any]:
+        """Up to ``limit`` aggTrades of ``symbol`` from id ``from_id`` (inclusive), in id order."""
+        async with self._lock:  # one request at a time, paced
+            wait = self._next_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next_at = time.monotonic() + self.interval
+            params = {"symbol": symbol.upper(), "fromId": str(from_id), "limit": str(limit)}
+            try:
+                async with self.session.get(self.url, params=params, timeout=self.timeout) as resp:
+                    body = await resp.read()
+                    status, headers = resp.status, resp.headers
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self.metrics.rest_requests.labels("error").inc()
+                raise RestUnavailable(f"GET {self.url}: {exc!r}") from exc
+            self.metrics.rest_requests.labels(str(status)).inc()
+            self._respect_weight(headers.get("X-MBX-USED-WEIGHT-1M"))
+        if status in (418, 429):
+            retry_after = _seconds(headers.get("Retry-After"), default=60.0)
+            log.error("rest_rate_limited", status=status, retry_after=retry_after)
+            self._next_at = time.monotonic() + retry_after
+            raise RateLimited(status, retry_after)
+        if status >= 500:
+            raise RestUnavailable(f"GET {self.url}: HTTP {status}")
+        if status != 200:
+            raise RestRejected(f"GET {self.url} {params}: HTTP {status}: {body[:200]!r}")
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise RestUnavailable(f"GET {self.url}: answer is not JSON: {exc}") from exc
+        if not isinstance(data, list):
+            raise RestUnavailable(f"GET {self.url}: answer is not a JSON array")
+        return data
+
+    def _respect_weight(self, used: str | None) -> None:
+        if used is None or not used.isdigit():
+            return
+        if int(used) >= self.weight_per_minute:
+            until_next_minute = 60.0 - time.time() % 60.0 + 0.5
+            self._next_at = max(self._next_at, time.monotonic() + until_next_minute)
+            log.warning("rest_weight_budget_used", used=int(used), pause=round(until_next_minute))
+
+
+def _seconds(text: str | None, default: float) -> float:
+    try:
+        return max(0.0, float(text)) if text is not None else default
+    except ValueError:
+        return default

@@ -1,0 +1,33 @@
+"""Where accepted trades are published: the :class:`TradeSink` interface.
+
+The producer talks to its broker only through this small protocol, so local mode
+(``tradepipe run``) can plug an in-process broker where production uses Kafka
+(:class:`tradepipe.producer.kafka.KafkaTradeSink`) without touching the feed or backfill code.
+
+A sink must keep the order of the records it is given per symbol, and ``publish`` must return
+only once every record is durably accepted (Kafka: acknowledged with ``acks=all``). Failures the
+publisher should retry are raised as :class:`SinkUnavailable`; the publisher then restarts the
+sink (``stop`` then ``start``) and publishes every unacknowledged record again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from tradepipe.producer.records import Record
+
+
+class SinkUnavailable(Exception):
+    """The broker cannot take records right now; retry later (the records are kept)."""
+
+
+class TradeSink(Protocol):
+    async def start(self) -> None:
+        """Connect (create the topic if needed). Raises :class:`SinkUnavailable`."""
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        """Publish in order; return once all are acknowledged. Raises :class:`SinkUnavailable`."""
+
+    async def stop(self) -> None:
+        """Flush what is pending and disconnect; must not raise for an unreachable broker."""

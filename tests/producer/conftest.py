@@ -1,0 +1,158 @@
+"""Fixtures for the producer's tests: the Binance emulator on 127.0.0.1:0 (``tradepipe replay``
+in-process), the producer in-process (``serve`` with a stop event, no signals), real Kafka.
+
+- ``real_tape``: the real recorded BTCUSDT + ETHUSDT aggTrades from ``../shared/data/binance/``
+  (1,227 + 506 trades; skipped, naming the path, where the data is absent).
+- ``start_emulator(tape, **options)``: an :class:`~tradepipe.replay.Emulator` context.
+- ``fresh_topic``: a topic name not created yet (the producer must create it); deleted after.
+- ``running_producer(settings)``: ``serve()`` in a task; yields the :class:`Producer`.
+- :func:`read_topic`: every record of a topic, from the beginning, as ``(key, value, ts)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tradepipe.config import Settings
+from tradepipe.producer import Options, Producer, serve
+from tradepipe.replay import Emulator, ReplayOptions, Tape, load_tape
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data" / "binance"
+REAL_FILES = [
+    DATA / "cryptofeed-BINANCE-ee25be.btcusdt.aggTrade.ndjson",
+    DATA / "cryptofeed-BINANCE-ee25be.ethusdt.aggTrade.ndjson",
+]
+
+
+@pytest.fixture(scope="session")
+def real_tape() -> Tape:
+    missing = [str(p) for p in REAL_FILES if not p.exists()]
+    if missing:
+        pytest.skip(f"real recorded data not found: {', '.join(missing)}")
+    return load_tape([str(p) for p in REAL_FILES])
+
+
+StartEmulator = Callable[..., contextlib.AbstractAsyncContextManager[Emulator]]
+
+
+@pytest.fixture
+def start_emulator() -> StartEmulator:
+    @contextlib.asynccontextmanager
+    async def start(tape: Tape, **options: Any) -> AsyncIterator[Emulator]:
+        options.setdefault("port", 0)
+        lines: list[str] = []
+        async with Emulator(tape, ReplayOptions(**options), log=lines.append) as emu:
+            yield emu
+
+    return start
+
+
+@pytest.fixture
+async def fresh_topic(kafka_bootstrap: str) -> AsyncIterator[str]:
+    name = f"test-produce-{uuid.uuid4().hex[:10]}"
+    yield name
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    with contextlib.suppress(Exception):  # the broker may be down after a fault test
+        await admin.start()
+        await admin.delete_topics([name])
+    with contextlib.suppress(Exception):
+        await admin.close()
+
+
+def producer_settings(
+    emu: Emulator, bootstrap: str, topic: str, tmp_path: Path, **feed: Any
+) -> Settings:
+    symbols = feed.pop("symbols", ["btcusdt", "ethusdt"])
+    return Settings().replace(
+        feed={
+            "symbols": symbols,
+            "ws_url": emu.ws_url,
+            "rest_url": emu.rest_url,
+            "quarantine_path": str(tmp_path / "quarantine.ndjson"),
+            "rest_weight_per_minute": 6000,
+            **feed,
+        },
+        kafka={"bootstrap_servers": bootstrap, "topic": topic, "request_timeout_ms": 5000},
+        metrics={"listen": "127.0.0.1:0"},
+    )
+
+
+RunningProducer = Callable[..., contextlib.AbstractAsyncContextManager[Producer]]
+
+
+@pytest.fixture
+def running_producer() -> RunningProducer:
+    @contextlib.asynccontextmanager
+    async def run(settings: Settings, **options: Any) -> AsyncIterator[Producer]:
+        stop = asyncio.Event()
+        got: asyncio.Future[Producer] = asyncio.get_running_loop().create_future()
+        options.setdefault("shutdown_seconds", 30.0)
+        opts = Options(on_ready=lambda p: got.done() or got.set_result(p), **options)
+        task = asyncio.create_task(serve(settings, stop, opts))
+        done, _ = await asyncio.wait([task, got], timeout=30, return_when="FIRST_COMPLETED")
+        if task in done:
+            task.result()  # raises what made it exit
+            raise AssertionError("serve() returned before it was ready")
+        assert got in done, "the producer did not become ready within 30 s"
+        producer = got.result()
+        producer.exit_status = None  # type: ignore[attr-defined]
+        try:
+            yield producer
+        finally:
+            stop.set()
+            producer.exit_status = await asyncio.wait_for(task, 60)  # type: ignore[attr-defined]
+
+    return run
+
+
+async def read_topic(
+    bootstrap: str, topic: str, expect: int, within: float = 30.0
+) -> list[tuple[bytes, bytes, int]]:
+    """Records ``(key, value, timestamp)`` from offset 0 until ``expect`` are read (then a
+    short quiet period, so extra records would be seen) or ``within`` seconds."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        enable_auto_commit=False, group_id=None,
+    )  # fmt: skip
+    await consumer.start()
+    out: list[tuple[bytes, bytes, int]] = []
+    deadline = time.monotonic() + within
+    quiet_until: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                out.extend((r.key, r.value, r.timestamp) for r in records)
+            if len(out) >= expect:
+                quiet_until = quiet_until or time.monotonic() + 1.0
+                if time.monotonic() >= quiet_until:
+                    break
+    finally:
+        await consumer.stop()
+    return out
+
+
+def ids_by_symbol(records: list[tuple[bytes, bytes, int]]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for key, value, _ in records:
+        out.setdefault(key.decode(), []).append(orjson.loads(value)["a"])
+    return out
+
+
+def tape_ids(tape: Tape) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for t in tape.trades:
+        out.setdefault(t.symbol, []).append(t.agg_id)
+    return out
