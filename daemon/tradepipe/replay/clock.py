@@ -47,13 +47,14 @@ class ReplayClock:
 
     def pause(self) -> None:
         if self.started and not self.paused:
-            self._anchor_data = self.data_now()
+            # at speed 0 there is no data time to freeze at: nothing more is reached
+            self._anchor_data = self.data_now() if self.speed else -math.inf
             self.paused = True
 
     def resume(self) -> None:
         if self.paused:
             self.paused = False
-            self._set_anchor(self._anchor_data)
+            self._set_anchor(self._anchor_data if self.speed else 0.0)
 
     def _set_anchor(self, data_ms: float) -> None:
         self._anchor_data = data_ms

@@ -89,6 +89,8 @@ class Connection:
         """Close with a close frame (``code``, ``reason``), once, in a task of its own."""
         if self._close_task is None:
             self.close_reason = reason
+            self.queue.clear()  # what a closing connection had not sent is lost, as on Binance
+            self.drained.set()  # ... and the publisher never waits for it
             self._close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:

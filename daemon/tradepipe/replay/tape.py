@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from tradepipe.core import Rejected, Trade, read_file
+from tradepipe.core import Rejected, SourceError, Trade, decompress, iter_trades
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,7 @@ def load_tape(
     by_reason: dict[str, int] = {}
     rejected = 0
     for name in files:
-        for item in read_file(name, symbol):
+        for item in _read(name, symbol):
             if isinstance(item, Trade):
                 trades.append(item)
                 continue
@@ -80,6 +81,16 @@ def load_tape(
             if report is not None:
                 report(_describe(item))
     return tape_of(trades, rejected, by_reason)
+
+
+def _read(name: str, symbol: str | None) -> list[Trade | Rejected]:
+    """The whole file, parsed. (The tape needs it all in memory anyway; reading it in one go
+    also sidesteps ``core.read_file`` leaving a gzip file's underlying handle open.)"""
+    try:
+        data = Path(name).read_bytes()
+    except OSError as exc:
+        raise SourceError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    return list(iter_trades(decompress(data, name), name, symbol))
 
 
 def _describe(item: Rejected) -> str:
