@@ -21,10 +21,10 @@ from tradepipe.core import (
     Rejected,
     SourceError,
     Trade,
-    aggregate,
-    read_file,
     rows_of,
 )
+from tradepipe.core.aggregate import Aggregator
+from tradepipe.core.fastpath import aggregate_file
 
 HELP = "offline: trade files -> per-minute rows on stdout"
 EXIT_OK, EXIT_USAGE, EXIT_REJECTED = 0, 2, 3
@@ -67,8 +67,11 @@ def aggregate_files(
 ) -> dict[tuple[str, int], MinutePartial]:
     """Aggregate many files as one set of trades, streaming: a trade repeated across files
     counts once. Unreadable files raise :class:`SourceError` before any output."""
-    sources = [read_file(name, symbol) for name in files]  # opens (and checks) every file first
-    return aggregate(trades_only(itertools.chain.from_iterable(sources), rejects))
+    agg = Aggregator()
+    streams = [aggregate_file(name, agg, symbol) for name in files]  # opens every file first
+    for rejected in itertools.chain.from_iterable(streams):
+        rejects.add(rejected)
+    return agg.result()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -106,8 +106,11 @@ class MinutePartial:
         )
 
 
+SCALE = 10**8  # prices and quantities are exact at 8 places: held as integers x 1e8
+
+
 class _Acc:
-    """Mutable accumulator for one minute while a batch is being aggregated."""
+    """Mutable per-minute accumulator: integers scaled by 1e8 (quote amounts by 1e16)."""
 
     __slots__ = (
         "base_b",
@@ -128,9 +131,9 @@ class _Acc:
         "trades_s",
     )
 
-    def __init__(self, agg_id: int, price: Decimal) -> None:
+    def __init__(self, agg_id: int, price: int) -> None:
         self.count_b = self.count_s = self.trades_b = self.trades_s = 0
-        self.base_b = self.base_s = self.quote_b = self.quote_s = ZERO
+        self.base_b = self.base_s = self.quote_b = self.quote_s = 0
         # last_id starts below the first id so that the first trade takes the in-order path.
         self.first_id, self.last_id = agg_id, agg_id - 1
         self.open = self.close = self.high = self.low = price
@@ -138,7 +141,80 @@ class _Acc:
         self.id_set: set[int] | None = None
 
 
-def aggregate(  # noqa: C901 - the hot loop, kept inline for speed
+class Aggregator:
+    """Aggregates one batch of trades, each (symbol, ``a``) counted once (rules 1, 2, 4).
+
+    ``add`` takes a trade's fields with price and quantity as integers scaled by 1e8, so that
+    both :func:`aggregate` (from :class:`Trade` values) and the streaming file reader's fast
+    path feed the same exact integer arithmetic. ``exclude(key)`` may return ids already stored
+    for a minute; those trades are skipped.
+    """
+
+    __slots__ = ("_accs", "_exclude", "_excluded")
+
+    def __init__(self, exclude: Callable[[MinuteKey], IdRanges] | None = None) -> None:
+        self._accs: dict[MinuteKey, _Acc] = {}
+        self._exclude = exclude
+        self._excluded: dict[MinuteKey, IdRanges] = {}
+
+    def add(  # noqa: C901 - the hot path, kept in one piece
+        self, symbol: str, time_ms: int, a: int, p8: int, q8: int, n: int, sell: bool
+    ) -> bool:
+        """Add one trade; ``False`` if it was excluded or already counted in this batch."""
+        key = (symbol, time_ms - time_ms % MINUTE_MS)
+        acc = self._accs.get(key)
+        if self._exclude is not None:
+            skip = self._excluded.get(key)
+            if skip is None:
+                skip = self._excluded[key] = self._exclude(key)
+            if a in skip:
+                return False
+        if acc is None:
+            acc = self._accs[key] = _Acc(a, p8)
+        elif a <= acc.last_id or acc.id_set is not None:
+            # Out of order: fall back to an explicit set of the ids seen.
+            if acc.id_set is None:
+                acc.id_set = set(acc.ids)
+            if a in acc.id_set:
+                return False  # the same trade again (rule 4)
+            acc.id_set.add(a)
+        acc.ids.append(a)
+        if sell:
+            acc.count_s += 1
+            acc.base_s += q8
+            acc.quote_s += p8 * q8
+            acc.trades_s += n
+        else:
+            acc.count_b += 1
+            acc.base_b += q8
+            acc.quote_b += p8 * q8
+            acc.trades_b += n
+        if a <= acc.first_id:
+            acc.first_id, acc.open = a, p8
+        if a >= acc.last_id:
+            acc.last_id, acc.close = a, p8
+        if p8 > acc.high:
+            acc.high = p8
+        elif p8 < acc.low:
+            acc.low = p8
+        return True
+
+    def add_trade(self, t: Trade) -> bool:
+        return self.add(
+            t.symbol,
+            t.time_ms,
+            t.agg_id,
+            int(t.price.scaleb(8, EXACT)),
+            int(t.quantity.scaleb(8, EXACT)),
+            t.last_id - t.first_id + 1,
+            t.buyer_is_maker,
+        )
+
+    def result(self) -> dict[MinuteKey, MinutePartial]:
+        return {key: _freeze(key, acc) for key, acc in self._accs.items()}
+
+
+def aggregate(
     trades: Iterable[Trade], exclude: Callable[[MinuteKey], IdRanges] | None = None
 ) -> dict[MinuteKey, MinutePartial]:
     """Aggregate trades into one partial per (symbol, minute), each trade counted once.
@@ -146,50 +222,15 @@ def aggregate(  # noqa: C901 - the hot loop, kept inline for speed
     ``exclude(key)`` may return the ids already stored for a minute; those trades are skipped
     (rule 4). Minutes left with no trades produce no partial.
     """
-    accs: dict[MinuteKey, _Acc] = {}
-    excluded: dict[MinuteKey, IdRanges] = {}
-    with decimal.localcontext(EXACT):
-        for t in trades:
-            a = t.agg_id
-            key = (t.symbol, t.time_ms - t.time_ms % MINUTE_MS)
-            acc = accs.get(key)
-            if exclude is not None:
-                skip = excluded.get(key)
-                if skip is None:
-                    skip = excluded[key] = exclude(key)
-                if a in skip:
-                    continue
-            if acc is None:
-                acc = accs[key] = _Acc(a, t.price)
-            elif a <= acc.last_id or acc.id_set is not None:
-                # Out of order: fall back to an explicit set of the ids seen.
-                if acc.id_set is None:
-                    acc.id_set = set(acc.ids)
-                if a in acc.id_set:
-                    continue  # the same trade again (rule 4)
-                acc.id_set.add(a)
-            acc.ids.append(a)
-            p = t.price
-            q = t.quantity
-            if t.buyer_is_maker:
-                acc.count_s += 1
-                acc.base_s += q
-                acc.quote_s += p * q
-                acc.trades_s += t.last_id - t.first_id + 1
-            else:
-                acc.count_b += 1
-                acc.base_b += q
-                acc.quote_b += p * q
-                acc.trades_b += t.last_id - t.first_id + 1
-            if a <= acc.first_id:
-                acc.first_id, acc.open = a, p
-            if a >= acc.last_id:
-                acc.last_id, acc.close = a, p
-            if p > acc.high:
-                acc.high = p
-            elif p < acc.low:
-                acc.low = p
-    return {key: _freeze(key, acc) for key, acc in accs.items()}
+    agg = Aggregator(exclude)
+    add = agg.add_trade
+    for t in trades:
+        add(t)
+    return agg.result()
+
+
+def _e8(value: int) -> Decimal:
+    return Decimal(value).scaleb(-8, EXACT)
 
 
 def _freeze(key: MinuteKey, acc: _Acc) -> MinutePartial:
@@ -198,18 +239,18 @@ def _freeze(key: MinuteKey, acc: _Acc) -> MinutePartial:
         minute_ms=key[1],
         count_b=acc.count_b,
         count_s=acc.count_s,
-        base_b=acc.base_b,
-        base_s=acc.base_s,
-        quote_b=acc.quote_b,
-        quote_s=acc.quote_s,
+        base_b=_e8(acc.base_b),
+        base_s=_e8(acc.base_s),
+        quote_b=Decimal(acc.quote_b).scaleb(-16, EXACT),
+        quote_s=Decimal(acc.quote_s).scaleb(-16, EXACT),
         trades_b=acc.trades_b,
         trades_s=acc.trades_s,
         first_id=acc.first_id,
-        open=acc.open,
+        open=_e8(acc.open),
         last_id=acc.last_id,
-        close=acc.close,
-        high=acc.high,
-        low=acc.low,
+        close=_e8(acc.close),
+        high=_e8(acc.high),
+        low=_e8(acc.low),
         ids=IdRanges.from_ids(acc.ids),
     )
 

@@ -15,12 +15,14 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from tradepipe.core.errors import ParseError
 from tradepipe.core.parse import is_csv_header, parse_csv_row, parse_event
 from tradepipe.core.trade import Trade
 
 GZIP_MAGIC = b"\x1f\x8b"
+_T = TypeVar("_T")
 _DUMP_NAME_RE = re.compile(r"(?:^|[^A-Z0-9])([A-Z0-9]{2,32})-aggTrades-")
 
 
@@ -109,12 +111,11 @@ def _iter_csv(
             yield Rejected(source, lineno, line, exc)
 
 
-def read_file(path: str | Path, symbol: str | None = None) -> Iterator[Trade | Rejected]:
-    """A file on disk (NDJSON, CSV, ``.gz`` or not) -> trades and rejects, streamed line by line.
+def open_body(path: str | Path, symbol: str | None = None) -> io.BufferedIOBase:
+    """Open a file for streaming, gunzipping if needed; positioned at the start of the body.
 
-    The file is opened (and a CSV's symbol resolved) before this returns, so a missing file or
-    an unknown symbol raises :class:`SourceError` here; a gzip found truncated while streaming
-    raises it from the iterator.
+    A missing file, or a data-dump CSV whose symbol cannot be told, raises
+    :class:`SourceError` here rather than half-way through a run.
     """
     source = str(path)
     try:
@@ -133,12 +134,20 @@ def read_file(path: str | Path, symbol: str | None = None) -> Iterator[Trade | R
     if is_csv(head) and not (symbol or symbol_from_name(source)):
         fh.close()
         list(_iter_csv((), source, symbol))  # raises the SourceError naming the problem
-    return _stream(fh, source, symbol)
+    return fh
 
 
-def _stream(fh: io.BufferedIOBase, source: str, symbol: str | None) -> Iterator[Trade | Rejected]:
+def streamed(fh: io.BufferedIOBase, source: str, items: Iterator[_T]) -> Iterator[_T]:
+    """Pass ``items`` through, closing ``fh`` at the end and turning a corrupt or truncated
+    compressed stream into :class:`SourceError`."""
     with fh:
         try:
-            yield from iter_trades(fh, source, symbol)
+            yield from items
         except (EOFError, OSError, zlib.error) as exc:
             raise SourceError(f"{source}: corrupt or truncated: {exc}") from None
+
+
+def read_file(path: str | Path, symbol: str | None = None) -> Iterator[Trade | Rejected]:
+    """A file on disk (NDJSON, CSV, ``.gz`` or not) -> trades and rejects, streamed line by line."""
+    fh = open_body(path, symbol)
+    return streamed(fh, str(path), iter_trades(fh, str(path), symbol))
