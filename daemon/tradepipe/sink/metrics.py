@@ -1,0 +1,60 @@
+"""The sink's Prometheus metrics (``tradepipe_sink_*``), on a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class SinkMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.records = Counter(
+            "tradepipe_sink_records_consumed_total", "Kafka records read", registry=r
+        )
+        self.malformed = Counter(
+            "tradepipe_sink_malformed_records_total",
+            "Kafka records that are not aggTrades (skipped, logged)",
+            ["reason"],
+            registry=r,
+        )
+        self.replay_skipped = Counter(
+            "tradepipe_sink_replay_skipped_records_total",
+            "Records re-read after a restart that were already in written objects",
+            registry=r,
+        )
+        self.objects = Counter(
+            "tradepipe_sink_objects_written_total", "Objects written", ["reason"], registry=r
+        )
+        self.trades = Counter(
+            "tradepipe_sink_trades_written_total", "Trades in written objects", registry=r
+        )
+        self.bytes = Counter(
+            "tradepipe_sink_bytes_written_total", "Compressed bytes written", registry=r
+        )
+        self.put_retries = Counter(
+            "tradepipe_sink_put_retries_total", "Object writes retried after an error", registry=r
+        )
+        self.put_errors = Counter(
+            "tradepipe_sink_put_errors_total",
+            "Failed object write attempts",
+            ["error"],
+            registry=r,
+        )
+        self.put_seconds = Histogram(
+            "tradepipe_sink_put_seconds",
+            "Time to write one object, retries included",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.commits = Counter(
+            "tradepipe_sink_commits_total", "Offset commits (with checkpoint)", registry=r
+        )
+        self.held = Gauge(
+            "tradepipe_sink_held_records", "Records held in objects not yet written", registry=r
+        )
+        self.lag = Gauge(
+            "tradepipe_sink_minute_flush_delay_seconds",
+            "Wall-clock delay between a flushed minute's end and its write (last flush)",
+            registry=r,
+        )
