@@ -41,6 +41,7 @@ lint: venv
 
 # One recipe shell: the stack is stopped on every way out (failure, Ctrl-C), and the hold lets a
 # concurrent `make test` in the same tree keep the stack until the last one is done.
+# `python -m pytest` puts the repository root on sys.path, so tests import `tests.<pkg>.helpers`.
 test: venv
 	@set -uo pipefail; \
 	hold="make-test-$$$$"; \
@@ -49,7 +50,7 @@ test: venv
 	failed=""; \
 	echo "== ruff"; $(BIN)/ruff check $(LINT_PATHS) || failed="$$failed ruff"; \
 	echo "== mypy"; $(BIN)/mypy || failed="$$failed mypy"; \
-	echo "== pytest"; CI="$${CI:-}" $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	echo "== pytest"; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests" >&2; fi; \
 	if [ $$rc -ne 0 ]; then failed="$$failed pytest(exit $$rc)"; fi; \
 	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed" >&2; exit 1; fi; \

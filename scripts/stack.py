@@ -55,7 +55,7 @@ KAFKA_CONTROLLER_PORT = int(os.environ.get("STACK_KAFKA_CONTROLLER_PORT", "39093
 MYSQL_PORT = int(os.environ.get("STACK_MYSQL_PORT", "33306"))
 S3_PORT = int(os.environ.get("STACK_S3_PORT", "35555"))
 KAFKA_HEAP = os.environ.get("STACK_KAFKA_HEAP", "512m")
-TIMEOUT = float(os.environ.get("STACK_TIMEOUT", "120"))
+TIMEOUT = float(os.environ.get("STACK_TIMEOUT", "180"))
 
 MYSQL_DB = "tradepipe_test"
 MYSQL_USER = "tradepipe"

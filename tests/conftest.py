@@ -3,7 +3,8 @@
 Where a component is comes from the environment (``TRADEPIPE_TEST_KAFKA``,
 ``TRADEPIPE_TEST_MYSQL_URL``, ``TRADEPIPE_TEST_S3_ENDPOINT``, ``TRADEPIPE_TEST_S3_BUCKET``), and
 for any variable not set there from ``.stack/env``, which ``scripts/stack up`` writes; so plain
-``pytest`` works after a manual ``scripts/stack up``, and ``make test`` needs nothing more.
+``.venv/bin/python -m pytest`` works after a manual ``scripts/stack up``, and ``make test`` needs
+nothing more.
 
 A component that is not configured or does not answer makes the tests that need it **fail** when
 ``CI=true`` (a missing component must never pass as "skipped" in CI) and **skip**, with the reason
