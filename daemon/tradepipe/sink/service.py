@@ -251,8 +251,12 @@ async def run(
     handle_signals: bool = True,
     environ: Mapping[str, str] | None = None,
     metrics: SinkMetrics | None = None,
+    writer: ObjectWriter | None = None,
 ) -> int:
-    """Run the sink until ``stop`` is set (or SIGTERM/SIGINT); returns the exit status."""
+    """Run the sink until ``stop`` is set (or SIGTERM/SIGINT); returns the exit status.
+
+    ``writer`` replaces the one the settings name (``tradepipe run`` passes a writer that also
+    hands each object to its in-process loader)."""
     stop = stop or asyncio.Event()
     environ = environ or {}
     metrics = metrics or SinkMetrics()
@@ -263,7 +267,8 @@ async def run(
     notifier = Notifier(environ.get("NOTIFY_SOCKET"))
     kafka = settings.kafka
     async with AsyncExitStack() as stack:
-        writer = await stack.enter_async_context(open_writer(settings))
+        if writer is None:
+            writer = await stack.enter_async_context(open_writer(settings))
         consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap_servers,
             group_id=kafka.group_id,

@@ -1,0 +1,153 @@
+"""The in-process broker of local mode: Kafka's log model, one topic partition, in memory.
+
+It plugs into the two real components unchanged: the producer publishes to it through the
+:class:`~tradepipe.producer.sink.TradeSink` protocol (``start``/``publish``/``stop``), and the
+sink reads it through :class:`LocalConsumer`, the few consumer calls
+:class:`tradepipe.sink.service.Sink` makes of aiokafka.
+
+Rules:
+1. **An append-only log with offsets.** Every published message gets the next offset, starting
+   at 0, in publish order; a consumer reads from its position, as from Kafka.
+2. **Bounded.** At most ``max_messages`` uncommitted messages are held: ``publish`` waits for
+   room, so back-pressure reaches the producer's outbox, which then stops accepting live trades
+   and backfills them later, exactly as when Kafka is slow. A batch larger than the bound is
+   accepted once the log is empty, so nothing waits forever.
+3. **Committed offsets trim the log.** A commit at ``n`` says everything below ``n`` is written
+   downstream; those messages are dropped (the local "retention").
+4. **Closing.** After :meth:`LocalBroker.close`, ``publish`` raises ``SinkUnavailable`` and the
+   consumer sees what is left, then nothing: a clean shutdown flushes through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from tradepipe.producer.records import Record
+from tradepipe.producer.sink import SinkUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message as the consumer sees it (the fields of aiokafka's ConsumerRecord we use)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    timestamp: int  # trade time T, epoch ms (the Kafka message timestamp in production)
+
+
+class LocalBroker:
+    def __init__(self, topic: str = "aggtrades", max_messages: int = 200_000) -> None:
+        if max_messages < 1:
+            raise ValueError("max_messages must be >= 1")
+        self.topic, self.max_messages = topic, max_messages
+        self.tp = TopicPartition(topic, 0)
+        self._log: deque[Message] = deque()
+        self.start_offset = 0  # offset of the oldest message held
+        self.end_offset = 0  # the next offset to assign (Kafka's high-water mark)
+        self.committed: tuple[int, str] | None = None  # offset and metadata, as Kafka keeps
+        self.closed = False
+        self._changed = asyncio.Condition()
+
+    @property
+    def held(self) -> int:
+        """Messages in the log (published, not yet committed). Not ``__len__``: an empty
+        broker must still be truthy (``options.sink or default`` picks it)."""
+        return len(self._log)
+
+    # ---------------------------------------------------------------- TradeSink (producer side)
+
+    async def start(self) -> None:
+        if self.closed:
+            raise SinkUnavailable(f"the local broker of {self.topic!r} is closed")
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        """Append ``records`` in order once there is room (rule 2)."""
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: (
+                    self.closed
+                    or not self._log
+                    or len(self._log) + len(records) <= self.max_messages
+                )
+            )
+            if self.closed:
+                raise SinkUnavailable(f"the local broker of {self.topic!r} is closed")
+            for r in records:
+                self._log.append(Message(self.topic, 0, self.end_offset, r.key, r.value, r.time_ms))
+                self.end_offset += 1
+            self._changed.notify_all()
+
+    async def stop(self) -> None:
+        return None  # nothing to flush: publish returns only once records are in the log
+
+    # ---------------------------------------------------------------- consumer side
+
+    async def fetch(self, position: int, max_messages: int, wait: float) -> list[Message]:
+        """Messages from ``position`` on, waiting up to ``wait`` seconds for one; ``[]`` if none
+        came (or the broker is closed and the consumer has read everything, rule 4)."""
+        if position < self.start_offset:
+            raise ValueError(f"position {position} is below the log start {self.start_offset}")
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._changed.wait_for(lambda: self.closed or position < self.end_offset)
+            first = position - self.start_offset
+            stop = min(len(self._log), first + max_messages)
+            return [self._log[i] for i in range(first, stop)]
+
+    async def commit(self, offset: int, metadata: str) -> None:
+        """Everything below ``offset`` is written downstream: trim it (rule 3)."""
+        if not self.start_offset <= offset <= self.end_offset:
+            raise ValueError(f"commit at {offset} outside [{self.start_offset}, {self.end_offset}]")
+        async with self._changed:
+            while self.start_offset < offset:
+                self._log.popleft()
+                self.start_offset += 1
+            self.committed = (offset, metadata)
+            self._changed.notify_all()
+
+    async def close(self) -> None:
+        async with self._changed:
+            self.closed = True
+            self._changed.notify_all()
+
+
+class LocalConsumer:
+    """The calls :class:`tradepipe.sink.service.Sink` makes of an ``AIOKafkaConsumer``, served
+    from a :class:`LocalBroker`: one partition, always assigned, read from its start."""
+
+    def __init__(self, broker: LocalBroker, max_records: int = 10_000) -> None:
+        self.broker, self.max_records = broker, max_records
+        self._position = broker.start_offset
+
+    async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Any]]:
+        messages = await self.broker.fetch(self._position, self.max_records, timeout_ms / 1000)
+        if not messages:
+            return {}
+        self._position = messages[-1].offset + 1
+        return {self.broker.tp: messages}
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return self.broker.end_offset
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self._position
+
+    async def commit(self, offsets: Mapping[TopicPartition, Any]) -> None:
+        for meta in offsets.values():  # aiokafka's OffsetAndMetadata(offset, metadata)
+            await self.broker.commit(meta.offset, meta.metadata)
+
+    @property
+    def drained(self) -> bool:
+        """Closed, and everything published was read."""
+        return self.broker.closed and self._position >= self.broker.end_offset
