@@ -58,10 +58,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is at the time (CloudWatch takes it from there)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout
+        super().emit(record)
+
+
 def _logger() -> logging.Logger:
     log = logging.getLogger("tradepipe.lambda")
     if not log.handlers:
-        out = logging.StreamHandler(sys.stdout)
+        out = _Stdout()
         out.setFormatter(JsonFormatter())
         log.addHandler(out)
         log.propagate = False  # the runtime's root handler would print it a second time

@@ -5,47 +5,11 @@ from __future__ import annotations
 
 import random
 import threading
-from decimal import Decimal
 
 import pytest
-from tests.store.helpers import ETH_FILE, expected, migrated, real_trades
+from tests.store.helpers import ETH_FILE, HAND, HAND_ROWS, expected, migrated, real_trades, stored
 
-from tradepipe.core import Trade
-from tradepipe.store import Store, connect, fetch_texts, parse_db_url, upsert_trades
-
-MINUTE = 1_732_406_400_000  # 2024-11-24 00:00:00 UTC
-
-
-def stored(url: str) -> list[tuple[str, ...]]:
-    conn = connect(parse_db_url(url))
-    try:
-        return fetch_texts(conn)
-    finally:
-        conn.close()
-
-
-def trade(a: int, p: str, q: str, f: int, l: int, dt_ms: int, m: bool) -> Trade:  # noqa: E741
-    return Trade("BTCUSDT", a, Decimal(p), Decimal(q), f, l, MINUTE + dt_ms, m)
-
-
-HAND = [
-    trade(10, "100.5", "2", 1, 3, 1_000, False),  # buy 3 trades
-    trade(11, "101", "0.5", 4, 4, 2_000, True),  # sell
-    trade(12, "99.25", "1", 5, 6, 59_999, False),  # buy, last ms of the minute
-    trade(13, "98", "0.1", 7, 7, 60_000, True),  # sell, first ms of the next minute
-]
-HAND_ROWS = [
-    (
-        "BTCUSDT", "2024-11-24 00:00:00", "2", "1", "3.00000000", "0.50000000",
-        "300.2500000000000000", "50.5000000000000000", "100.08333333", "101.00000000",
-        "5", "1", "10", "12", "100.50000000", "101.00000000", "99.25000000", "99.25000000",
-    ),
-    (
-        "BTCUSDT", "2024-11-24 00:01:00", "0", "1", "0.00000000", "0.10000000",
-        "0.0000000000000000", "9.8000000000000000", "", "98.00000000",
-        "0", "1", "13", "13", "98.00000000", "98.00000000", "98.00000000", "98.00000000",
-    ),
-]  # fmt: skip
+from tradepipe.store import Store, connect, parse_db_url, upsert_trades
 
 
 def test_hand_checked_rows(db_url: str) -> None:

@@ -27,6 +27,9 @@ RACE_CODES = frozenset({1205, 1213, 1062})
 CONNECTION_CODES = frozenset({0, 2003, 2006, 2013, 2055, 1927, 4031})
 _SQL_MODE = "STRICT_ALL_TABLES,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
 SQLITE_BUSY_TIMEOUT_S = 30.0
+# A row lock held longer than this fails the attempt (1205, retried) instead of waiting
+# InnoDB's default 50 s: an invocation must finish well inside the Lambda timeout.
+LOCK_WAIT_TIMEOUT_S = 10
 
 Params = Sequence[Any]
 
@@ -119,7 +122,10 @@ def _connect_mysql(url: MysqlUrl) -> pymysql.connections.Connection[Any]:
         autocommit=False,
         connect_timeout=url.connect_timeout,
         ssl={"ca": url.ssl_ca} if url.ssl_ca else None,
-        init_command=f"SET SESSION sql_mode = '{_SQL_MODE}'",
+        init_command=(
+            f"SET SESSION sql_mode = '{_SQL_MODE}', "
+            f"SESSION innodb_lock_wait_timeout = {LOCK_WAIT_TIMEOUT_S}"
+        ),
     )
 
 

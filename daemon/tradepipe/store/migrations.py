@@ -156,10 +156,11 @@ def require_current(conn: Connection) -> None:
     try:
         done = applied(conn)
     except (pymysql.ProgrammingError, sqlite3.OperationalError) as exc:
-        conn.rollback()
         if not _missing_table(exc):
             raise
         done = {}
+    finally:
+        conn.rollback()  # end the read: an idle connection must hold no snapshot or locks
     missing = [m for m in available(conn.dialect) if m.version not in done]
     if missing:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)

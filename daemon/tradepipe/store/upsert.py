@@ -72,18 +72,17 @@ def _write(conn: Connection, inserts: list[MinutePartial], updates: list[MinuteP
     cols = columns_sql(conn)
     marks = ", ".join([conn.ph] * len(STORED_COLUMNS))
     insert = f"INSERT INTO {TABLE} ({cols}) VALUES ({marks})"
-    if inserts:
+    if updates:  # rows that exist and are locked: rewrite them with the merged values
+        changed = [c for c in STORED_COLUMNS if c not in ("symbol", "timestamp")]
+        if conn.dialect == "mysql":  # MariaDB has no `AS new` row alias: VALUES(col)
+            sets = ", ".join(f"{conn.quote(c)} = VALUES({conn.quote(c)})" for c in changed)
+            upsert = f"{insert} ON DUPLICATE KEY UPDATE {sets}"
+        else:
+            sets = ", ".join(f"{conn.quote(c)} = excluded.{conn.quote(c)}" for c in changed)
+            upsert = f'{insert} ON CONFLICT ("symbol", "timestamp") DO UPDATE SET {sets}'
+        conn.execute_many(upsert, [values_of(p) for p in updates])
+    if inserts:  # new rows: a plain INSERT, so a concurrent first insert fails us (1062)
         conn.execute_many(insert, [values_of(p) for p in inserts])
-    if not updates:
-        return
-    changed = [c for c in STORED_COLUMNS if c not in ("symbol", "timestamp")]
-    if conn.dialect == "mysql":  # MariaDB has no `AS new` row alias: VALUES(col)
-        sets = ", ".join(f"{conn.quote(c)} = VALUES({conn.quote(c)})" for c in changed)
-        upsert = f"{insert} ON DUPLICATE KEY UPDATE {sets}"
-    else:
-        sets = ", ".join(f"{conn.quote(c)} = excluded.{conn.quote(c)}" for c in changed)
-        upsert = f'{insert} ON CONFLICT ("symbol", "timestamp") DO UPDATE SET {sets}'
-    conn.execute_many(upsert, [values_of(p) for p in updates])
 
 
 class Store:
