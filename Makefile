@@ -7,6 +7,7 @@
 #   make lint         ruff + mypy only
 #   make stack-up     start Kafka, MariaDB and S3 on 127.0.0.1 (scripts/stack, README "Local stack")
 #   make stack-down   stop them
+#   make lambda-zip   dist/lambda.zip for AWS Lambda (handler.handler; README "The Lambda: deployment")
 #   make demo         the main job on embedded defaults (today: `tradepipe aggregate` on a sample)
 
 SHELL := /bin/bash
@@ -67,3 +68,7 @@ stack-status:
 
 demo: venv
 	$(BIN)/tradepipe aggregate $(DEMO_DATA)
+
+.PHONY: lambda-zip
+lambda-zip: venv
+	$(BIN)/python lambda/build_zip.py dist/lambda.zip

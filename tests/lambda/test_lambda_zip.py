@@ -1,0 +1,122 @@
+"""dist/lambda.zip, unpacked into a fresh virtualenv holding none of tradepipe's dependencies
+(only boto3, as the Lambda runtime has it), runs an S3 event against MariaDB and the S3 server."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.metadata as md
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from tests.store.helpers import (
+    BTC_FILE,
+    ETH_FILE,
+    ROOT,
+    expected,
+    ndjson,
+    real_trades,
+    s3_event,
+    stored,
+)
+
+BOTO3_CLOSURE = ("boto3", "botocore", "jmespath", "s3transfer", "python-dateutil", "six", "urllib3")
+ALLOWED_TOP = {"handler.py", "tradepipe", "pymysql", "msgspec", "stamina", "tenacity"}
+
+PROBE = r"""
+import faulthandler, importlib, json, sys
+faulthandler.dump_traceback_later(60, exit=True)  # a hang shows where, then fails the test
+ABSENT = ("orjson", "structlog", "aiokafka", "aioboto3", "aiomysql", "websockets",
+          "prometheus_client")
+for absent in ABSENT:
+    try:
+        importlib.import_module(absent)
+    except ImportError:
+        continue
+    sys.exit(f"{absent} is importable: not a clean environment")
+import handler, tradepipe
+assert tradepipe.__file__.startswith(sys.argv[1]), tradepipe.__file__
+event = json.load(sys.stdin)
+print("RESULT " + json.dumps(handler.handler(event, None)))
+print("RESULT " + json.dumps(handler.handler(event, None)))  # warm: nothing new
+"""
+
+
+def build_zip(out: Path) -> Path:
+    subprocess.run([sys.executable, str(ROOT / "lambda" / "build_zip.py"), str(out)], check=True)
+    return out
+
+
+def boto3_site(target: Path) -> Path:
+    """boto3 and its dependencies only, linked from this environment (no network)."""
+    target.mkdir()
+    for name in BOTO3_CLOSURE:
+        dist = md.distribution(name)
+        tops = (dist.read_text("top_level.txt") or "").split()
+        if not tops:  # no top_level.txt: take the first path component of its files
+            tops = sorted({f.parts[0] for f in dist.files or () if ".dist-info" not in f.parts[0]})
+        for top in tops:
+            base = Path(str(dist.locate_file(""))) / top
+            for candidate in (base, base.with_suffix(".py")):
+                if candidate.exists() and not (target / candidate.name).exists():
+                    (target / candidate.name).symlink_to(candidate)
+    return target
+
+
+def test_zip_contents_and_size(tmp_path: Path) -> None:
+    zipped = build_zip(tmp_path / "lambda.zip")
+    names = zipfile.ZipFile(zipped).namelist()
+    assert "handler.py" in names  # handler.handler at the root
+    tops = {n.split("/")[0] for n in names if ".dist-info" not in n.split("/")[0]}
+    assert tops == ALLOWED_TOP
+    assert not any(n.startswith(("tradepipe/commands", "tradepipe/producer")) for n in names)
+    assert not any("boto3" in n or "__pycache__" in n for n in names)
+    assert zipped.stat().st_size < 1_000_000
+    assert build_zip(tmp_path / "again.zip").read_bytes() == zipped.read_bytes()  # reproducible
+
+
+def test_zip_runs_in_a_fresh_venv(
+    tmp_path: Path, s3: Any, bucket: str, db: str, s3_client_kwargs: dict[str, str]
+) -> None:
+    task = tmp_path / "task"  # what Lambda unpacks to /var/task
+    zipfile.ZipFile(build_zip(tmp_path / "lambda.zip")).extractall(task)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "boto3-runtime.pth").write_text(str(boto3_site(tmp_path / "runtime")) + "\n")
+
+    btc, eth = real_trades(BTC_FILE), real_trades(ETH_FILE)
+    keys = ["trades/symbol=BTCUSDT/date=2021-04-04/hour=20/minute=03/zip test.ndjson.gz",
+            "trades/symbol=ETHUSDT/date=2021-04-04/hour=20/minute=03/zip.ndjson.gz"]  # fmt: skip
+    for key, trades in zip(keys, (btc, eth), strict=True):
+        s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(ndjson(trades) + b"bad\n"))
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(task),
+        "TRADEPIPE_DB_URL": db,
+        "TRADEPIPE_S3_ENDPOINT_URL": s3_client_kwargs["endpoint_url"],
+        "AWS_ACCESS_KEY_ID": s3_client_kwargs["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": s3_client_kwargs["aws_secret_access_key"],
+        "AWS_DEFAULT_REGION": s3_client_kwargs["region_name"],
+    }
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", PROBE, str(task)],
+        input=json.dumps(s3_event(bucket, keys)), capture_output=True, text=True, env=env,
+        cwd=task, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    results = [
+        json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")
+    ]
+    assert results[0] == {
+        "objects": 2,
+        "trades": len(btc) + len(eth),
+        "added": len(btc) + len(eth),
+        "rejected": 2,
+    }
+    assert results[1]["added"] == 0
+    assert stored(db) == expected(btc + eth)
