@@ -26,16 +26,20 @@ SAMPLES = sorted((ROOT / "samples").glob("*-aggtrades-*.ndjson.gz"))
 StartEmulator = Callable[..., contextlib.AbstractAsyncContextManager[Emulator]]
 
 
-async def drain(ws: ClientConnection, quiet: float = 0.3) -> list[Any]:
-    """Every message until none arrives for ``quiet`` seconds, decoded."""
-    out: list[Any] = []
+async def drain_raw(ws: ClientConnection, quiet: float = 0.3) -> list[str | bytes]:
+    """Every message until none arrives for ``quiet`` seconds, as received."""
+    out: list[str | bytes] = []
     while True:
         try:
             async with asyncio.timeout(quiet):
-                msg = await ws.recv()
+                out.append(await ws.recv())
         except TimeoutError:
             return out
-        out.append(orjson.loads(msg))
+
+
+async def drain(ws: ClientConnection, quiet: float = 0.3) -> list[Any]:
+    """Every message until none arrives for ``quiet`` seconds, decoded."""
+    return [orjson.loads(m) for m in await drain_raw(ws, quiet)]
 
 
 async def recv_until(ws: ClientConnection, predicate: Any, limit: int = 100_000) -> list[Any]:

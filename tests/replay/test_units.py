@@ -145,3 +145,14 @@ def test_pause_at_speed_zero_stops_publication() -> None:
     assert clock.seconds_until(1_000_000) == math.inf
     clock.resume()
     assert clock.seconds_until(10**13) == 0
+
+
+def test_store_history_is_bounded() -> None:
+    store = PublishedTrades(history=10)
+    store.add_symbol("BTCUSDT")
+    for i in range(25):
+        store.append("BTCUSDT", i, 1000 + i, str(i).encode())
+    assert store.count == 25
+    assert store.count_of("BTCUSDT") <= 10
+    assert [int(x) for x in store.select("BTCUSDT", Query(limit=3))] == [22, 23, 24]
+    assert int(store.select("BTCUSDT", Query(from_id=0, limit=1))[0]) > 10

@@ -29,6 +29,8 @@ class ReplayOptions:
     max_streams: int = 1024
     # REST request weight allowed per minute (Binance: 6000); aggTrades weighs 4.
     rest_weight_limit: int = 6000
+    # REST keeps at most this many published trades per symbol (bounds memory with --loop).
+    rest_history: int = 5_000_000
     # Mix this many malformed messages in at random tape positions (seeded).
     malformed: int = 0
     seed: int = 0
@@ -52,6 +54,7 @@ class ReplayOptions:
             "max_streams": self.max_streams > 0,
             "rest_weight_limit": self.rest_weight_limit > 0,
             "malformed": self.malformed >= 0,
+            "rest_history": self.rest_history > 0,
             "queue_high_water": self.queue_high_water > 0,
             "slow_client_seconds": self.slow_client_seconds > 0,
             "batch": self.batch > 0,

@@ -60,7 +60,7 @@ class Emulator:
         self.options = options or ReplayOptions()
         self.log = log
         self.clock = ReplayClock(self.options.speed, tape.first_time_ms)
-        self.published = PublishedTrades()
+        self.published = PublishedTrades(self.options.rest_history)
         for symbol in tape.symbols:
             self.published.add_symbol(symbol)
         self.rest = RestApi(self.published, self.options.rest_weight_limit)
@@ -256,6 +256,7 @@ class Emulator:
         trades = self.tape.trades
         while True:
             await self._publish_pass(trades, self.cycles)
+            await self._flush()  # a short looped tape must still yield between passes
             if not self.options.loop or not trades:
                 break
             self.cycles += 1

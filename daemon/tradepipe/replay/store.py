@@ -5,7 +5,9 @@ Rules:
    a client that lost live trades in a disconnect fetches exactly those, as against Binance.
 2. Per symbol, trades are appended in increasing aggregate id and non-decreasing time, so both
    ``fromId`` and ``startTime``/``endTime`` are binary searches.
-3. Each trade is kept as its REST JSON text (``a,p,q,f,l,T,m,M``; no ``e``/``E``/``s``), built
+3. At most ``history`` trades per symbol are kept (the oldest tenth is dropped when full), so a
+   looped replay runs in bounded memory; REST then serves the most recent ``history`` trades.
+4. Each trade is kept as its REST JSON text (``a,p,q,f,l,T,m,M``; no ``e``/``E``/``s``), built
    once at publication, so a page of 1000 is a join of ready bytes.
 """
 
@@ -34,9 +36,10 @@ class Query:
 
 
 class PublishedTrades:
-    def __init__(self) -> None:
+    def __init__(self, history: int = 5_000_000) -> None:
         self._series: dict[str, _Series] = {}
-        self.count = 0
+        self.history = history
+        self.count = 0  # published so far, including trades no longer kept
 
     def add_symbol(self, symbol: str) -> None:
         self._series.setdefault(symbol, _Series())
@@ -52,12 +55,16 @@ class PublishedTrades:
         series = self._series[symbol]
         if series.ids and agg_id <= series.ids[-1]:
             raise ValueError(f"{symbol}: aggregate id {agg_id} after {series.ids[-1]}")
+        if len(series.ids) >= self.history:
+            drop = max(1, self.history // 10)
+            del series.ids[:drop], series.times[:drop], series.texts[:drop]
         series.ids.append(agg_id)
         series.times.append(time_ms)
         series.texts.append(rest_text)
         self.count += 1
 
     def count_of(self, symbol: str) -> int:
+        """Trades of ``symbol`` currently kept (all published ones unless over ``history``)."""
         return len(self._series[symbol].ids)
 
     def last_id(self, symbol: str) -> int | None:
