@@ -252,3 +252,41 @@ def test_mariadb_killed_mid_transaction_no_partial_write_then_exact_retry(
     assert [r for r in after if r[0] == "BTCUSDT"] == [r for r in before]  # no partial write
     handler.handler(event, None)  # Lambda's retry: the whole event again, on a warm module
     assert stored(db) == expected(btc + eth)
+
+
+@pytest.mark.parametrize("shape", ["url", "rds-json"])
+def test_database_url_from_secrets_manager(
+    aws_env: None,
+    s3: Any,
+    bucket: str,
+    db: str,
+    s3_client_kwargs: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    shape: str,
+) -> None:
+    """TRADEPIPE_DB_SECRET_ID: the secret (on the moto server) holds the URL or RDS's JSON;
+    it is read once per cold start and the password never reaches the log."""
+    import boto3
+
+    endpoint = s3_client_kwargs["endpoint_url"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint)
+    monkeypatch.delenv("TRADEPIPE_DB_URL", raising=False)
+    kw = mysql_kwargs(db)
+    secret = db if shape == "url" else json.dumps(
+        {"username": kw["user"], "password": kw["password"], "host": kw["host"],
+         "port": kw["port"], "dbname": kw["database"], "engine": "mariadb"}
+    )  # fmt: skip
+    sm = boto3.client("secretsmanager", **s3_client_kwargs)
+    name = f"tradepipe-test-{bucket}"
+    arn = sm.create_secret(Name=name, SecretString=secret)["ARN"]
+    try:
+        monkeypatch.setenv("TRADEPIPE_DB_SECRET_ID", arn)
+        cold = load_handler()
+        trades = real_trades()
+        cold.handler(s3_event(bucket, [put(s3, bucket, key(), trades)]), None)
+        assert stored(db) == expected(trades)
+        out = capsys.readouterr().out
+        assert "database configured" in out and f":{kw['password']}@" not in out
+    finally:
+        sm.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)

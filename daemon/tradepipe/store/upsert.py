@@ -55,7 +55,10 @@ def upsert_trades(conn: Connection, trades: Sequence[Trade]) -> UpsertResult:
     keys = stored_keys(trades)
     with conn.transaction():
         stored = fetch_partials(conn, keys, lock=True)
-        new = aggregate(trades, exclude=lambda key: stored[key].ids if key in stored else _NONE)
+        if stored:
+            new = aggregate(trades, exclude=lambda key: stored[key].ids if key in stored else _NONE)
+        else:  # nothing stored yet for these minutes (the usual new object): no id checks
+            new = aggregate(trades)
         inserts: list[MinutePartial] = []
         updates: list[MinutePartial] = []
         for key, part in new.items():
