@@ -8,7 +8,9 @@
 #   make stack-up     start Kafka, MariaDB and S3 on 127.0.0.1 (scripts/stack, README "Local stack")
 #   make stack-down   stop them
 #   make lambda-zip   dist/lambda.zip for AWS Lambda (handler.handler; README "The Lambda: deployment")
-#   make demo         the main job on embedded defaults (today: `tradepipe aggregate` on a sample)
+#   make demo         replay the shipped sample through `tradepipe run` (broker, objects, SQLite,
+#                     dashboard on http://127.0.0.1:8050/); Ctrl-C stops it (scripts/demo)
+#   make test-deps    what the tests need beyond the venv: Debian's chromium (dashboard page test)
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -18,11 +20,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-DEMO_DATA ?= ../shared/data/binance/cryptofeed-BINANCE-ee25be.btcusdt.aggTrade.ndjson
 # ruff gets the source folders that exist (bench/ and lambda/ may hold no Python yet)
 LINT_PATHS = $(wildcard daemon lambda tests bench scripts)
 
-.PHONY: help venv test lint stack-up stack-down stack-status demo
+.PHONY: help venv test test-deps lint stack-up stack-down stack-status demo
 
 help:
 	@sed -n '1,/^$$/p' $(MAKEFILE_LIST) | sed -n 's/^# \{0,1\}//p'
@@ -43,7 +44,7 @@ lint: venv
 # One recipe shell: the stack is stopped on every way out (failure, Ctrl-C), and the hold lets a
 # concurrent `make test` in the same tree keep the stack until the last one is done.
 # `python -m pytest` puts the repository root on sys.path, so tests import `tests.<pkg>.helpers`.
-test: venv
+test: venv test-deps
 	@set -uo pipefail; \
 	hold="make-test-$$$$"; \
 	trap 'scripts/stack down --release "$$hold"' EXIT; \
@@ -67,7 +68,16 @@ stack-status:
 	scripts/stack status
 
 demo: venv
-	$(BIN)/tradepipe aggregate $(DEMO_DATA)
+	@BIN=$(BIN) scripts/demo
+
+# Headless Chromium for the dashboard's page test: Debian's package (no browser download);
+# installed once, non-interactively, only when missing.
+test-deps:
+	@command -v chromium >/dev/null || { \
+	  echo "make: installing chromium (apt-get) for the dashboard test"; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 .PHONY: lambda-zip
 lambda-zip: venv
