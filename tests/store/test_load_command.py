@@ -96,3 +96,22 @@ def test_missing_file_loads_nothing(db_url: str, capsys: pytest.CaptureFixture[s
     assert main(["load", str(data_file(BTC_FILE)), "/nonexistent.ndjson", "--db", db_url]) == 2
     assert "/nonexistent.ndjson: cannot read" in capsys.readouterr().err
     assert stored(db_url) == []
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_line_only_on_a_terminal() -> None:
+    from tradepipe.commands.load import Progress
+
+    tty, pipe = _Tty(), io.StringIO()
+    for out in (tty, pipe):
+        progress = Progress(out, total_files=2, enabled=True)
+        progress.files, progress.trades, progress.added = 1, 12_345, 12_000
+        progress.update()
+        progress.done()
+    assert tty.getvalue().startswith("\rloading: file 1/2, 12,345 trades read, 12,000 new")
+    assert tty.getvalue().endswith("\n")
+    assert pipe.getvalue() == ""
