@@ -38,6 +38,14 @@ class Proc:
                                          + "\n".join(self.lines[-30:]))  # fmt: skip
                 await asyncio.sleep(0.05)
 
+    async def exited(self, seconds: float = 60) -> int:
+        """Wait for the process to end by itself; its exit status."""
+        async with asyncio.timeout(seconds):
+            code = await self.proc.wait()
+        if self._reader is not None:
+            await self._reader
+        return code
+
     async def stop(self, sig: int = signal.SIGTERM, seconds: float = 60) -> int:
         if self.proc.returncode is None:
             self.proc.send_signal(sig)

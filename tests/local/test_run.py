@@ -167,3 +167,16 @@ def minute_ms_of(text: str) -> int:
     from tradepipe.core.rows import minute_ms_of_text
 
     return minute_ms_of_text(text)
+
+
+async def test_run_rejects_unusable_arguments_with_exit_2(tmp_path: Path) -> None:
+    for args, message in [
+        (["--source", "http://127.0.0.1:9443"], "expected ws://HOST:PORT"),
+        (["--db", "postgres://h/db"], "db.url"),
+        (["--symbols", "btc-usdt"], "feed.symbols"),
+        (["--dashboard-listen", "8050"], "dashboard.listen"),
+    ]:
+        async with tradepipe("run", *args, env=run_env(tmp_path)) as p:
+            assert await p.exited(30) == 2, p.lines
+        assert any(message in line for line in p.lines), (args, p.lines)
+        assert not any("Traceback" in line for line in p.lines), p.lines
