@@ -46,6 +46,13 @@ from tradepipe.replay.store import PublishedTrades
 from tradepipe.replay.tape import Tape
 
 LOOP_GAP_MS = 1000  # pause in data time between two passes of a looped tape
+# Published texts are built by formatting: orjson's output keeps a ~4 KiB buffer per object,
+# which would make the REST history and the send queues ~20 times larger.
+_REST_FORMAT = b'{"a":%d,"p":"%s","q":"%s","f":%d,"l":%d,"T":%d,"m":%s,"M":true}'
+_EVENT_FORMAT = (
+    b'{"e":"aggTrade","E":%d,"s":"%s","a":%d,"p":"%s","q":"%s","f":%d,"l":%d,"T":%d,'
+    b'"m":%s,"M":true}'
+)
 
 
 def _stderr(line: str) -> None:
@@ -313,8 +320,10 @@ class Emulator:
         )
 
     def _publish(self, trade: Trade, event: dict[str, Any]) -> None:
-        raw = orjson.dumps(event)
-        rest = orjson.dumps({k: event[k] for k in ("a", "p", "q", "f", "l", "T", "m", "M")})
+        a, p, q, f, l, t = (event[k] for k in ("a", "p", "q", "f", "l", "T"))  # noqa: E741
+        p, q, m = p.encode(), q.encode(), b"true" if event["m"] else b"false"
+        raw = _EVENT_FORMAT % (event["E"], event["s"].encode(), a, p, q, f, l, t, m)
+        rest = _REST_FORMAT % (a, p, q, f, l, t, m)
         self.published.append(trade.symbol, trade.agg_id, trade.time_ms, rest)
         if self._record is not None:
             self._record.write(raw + b"\n")
