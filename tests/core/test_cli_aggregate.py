@@ -94,3 +94,11 @@ def test_real_recordings_from_several_files_count_each_trade_once() -> None:
     rows = list(csv.DictReader(io.StringIO(once.stdout)))
     assert sum(int(r["total_count_b"]) + int(r["total_count_s"]) for r in rows) == 1227
     assert sum(int(r["trades_b"]) + int(r["trades_s"]) for r in rows) == 1391
+
+
+def test_unreadable_later_file_fails_before_output_and_leaks_nothing(tmp_path: Path) -> None:
+    good = tmp_path / "good.ndjson"
+    good.write_bytes(line() + b"\n")
+    out = tp("aggregate", good, tmp_path / "missing.ndjson")
+    assert out.returncode == 2 and out.stdout == ""
+    assert "ResourceWarning" not in out.stderr

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import itertools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from tradepipe.core import (
 )
 from tradepipe.core.aggregate import Aggregator
 from tradepipe.core.fastpath import aggregate_file
+from tradepipe.core.sources import open_body
 
 HELP = "offline: trade files -> per-minute rows on stdout"
 EXIT_OK, EXIT_USAGE, EXIT_REJECTED = 0, 2, 3
@@ -67,10 +67,12 @@ def aggregate_files(
 ) -> dict[tuple[str, int], MinutePartial]:
     """Aggregate many files as one set of trades, streaming: a trade repeated across files
     counts once. Unreadable files raise :class:`SourceError` before any output."""
+    for name in files:  # every file readable before any work (and no handle left open)
+        open_body(name, symbol).close()
     agg = Aggregator()
-    streams = [aggregate_file(name, agg, symbol) for name in files]  # opens every file first
-    for rejected in itertools.chain.from_iterable(streams):
-        rejects.add(rejected)
+    for name in files:
+        for rejected in aggregate_file(name, agg, symbol):
+            rejects.add(rejected)
     return agg.result()
 
 
