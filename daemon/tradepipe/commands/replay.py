@@ -156,5 +156,11 @@ async def serve(tape: Tape, options: ReplayOptions) -> None:
 
     async with Emulator(tape, options, log=log) as emu:
         _out(f"listening {emu.ws_url} {emu.rest_url}")
-        await stop.wait()
+        stopped = asyncio.create_task(stop.wait())
+        failed = asyncio.create_task(emu.wait_failed())
+        await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+        for task in (stopped, failed):
+            task.cancel()
+        if failed.done() and not failed.cancelled():
+            raise failed.result()  # a bug in the publisher: exit non-zero with its traceback
         _err(f"stopping: {emu.published.count} trades published")

@@ -141,6 +141,18 @@ class Emulator:
     ) -> None:
         await self.stop()
 
+    async def wait_failed(self) -> BaseException:
+        """Return the publisher's exception if it ever fails (a bug); wait forever otherwise."""
+        task = self._publisher
+        if task is None:
+            raise RuntimeError("the emulator is not running")
+        await asyncio.wait([task])
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            return error
+        await asyncio.Event().wait()  # finished normally: nothing to report, ever
+        raise AssertionError("unreachable")
+
     @property
     def ws_url(self) -> str:
         return f"ws://{_netloc(self.host, self.port)}"
