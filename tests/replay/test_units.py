@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import random
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tradepipe.core import ParseError, parse_event
+from tradepipe.core import ParseError, SourceError, parse_event
 from tradepipe.replay.clock import ReplayClock
 from tradepipe.replay.malformed import KINDS, make_malformed, schedule
 from tradepipe.replay.store import PublishedTrades, Query
@@ -156,3 +157,14 @@ def test_store_history_is_bounded() -> None:
     assert store.count_of("BTCUSDT") <= 10
     assert [int(x) for x in store.select("BTCUSDT", Query(limit=3))] == [22, 23, 24]
     assert int(store.select("BTCUSDT", Query(from_id=0, limit=1))[0]) > 10
+
+
+def test_tape_refuses_ids_going_backwards_in_time(real_tape: Tape) -> None:
+    first, second = [t for t in real_tape.trades if t.symbol == "BTCUSDT"][:2]
+    assert first.time_ms < second.time_ms
+    swapped = [
+        msgspec.structs.replace(first, time_ms=second.time_ms),
+        msgspec.structs.replace(second, time_ms=first.time_ms),
+    ]
+    with pytest.raises(SourceError, match="ids go backwards in time"):
+        tape_of(swapped)

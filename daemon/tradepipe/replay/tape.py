@@ -6,7 +6,9 @@ Rules:
    follows this order, so per symbol the ids come out increasing as on the real stream.
 2. A trade seen twice (same symbol and aggregate id, e.g. in overlapping files) is on the tape
    once; the first occurrence wins and the duplicate is counted.
-3. Bad lines are reported (``FILE:LINE: rejected: reason: ...``) and skipped; an unreadable or
+3. Per symbol, aggregate ids must increase with trade time (they do on Binance); data where an
+   id goes backwards in time cannot be served as a stream and is refused as a whole.
+4. Bad lines are reported (``FILE:LINE: rejected: reason: ...``) and skipped; an unreadable or
    truncated file is a :class:`~tradepipe.core.SourceError` (nothing sensible can be served).
 """
 
@@ -47,7 +49,7 @@ class Tape:
 def tape_of(
     trades: Iterable[Trade], rejected: int = 0, by_reason: dict[str, int] | None = None
 ) -> Tape:
-    """Order and de-duplicate ``trades`` into a tape (rules 1 and 2)."""
+    """Order and de-duplicate ``trades`` into a tape (rules 1 to 3)."""
     seen: set[tuple[str, int]] = set()
     unique: list[Trade] = []
     duplicates = 0
@@ -59,6 +61,15 @@ def tape_of(
         seen.add(key)
         unique.append(trade)
     unique.sort(key=lambda t: (t.time_ms, t.symbol, t.agg_id))
+    last: dict[str, Trade] = {}
+    for trade in unique:
+        before = last.get(trade.symbol)
+        if before is not None and trade.agg_id < before.agg_id:
+            raise SourceError(
+                f"{trade.symbol}: aggregate id {trade.agg_id} (T={trade.time_ms}) comes after "
+                f"id {before.agg_id} (T={before.time_ms}): ids go backwards in time (rule 3)"
+            )
+        last[trade.symbol] = trade
     return Tape(unique, rejected, duplicates, dict(by_reason or {}))
 
 
@@ -67,7 +78,7 @@ def load_tape(
     symbol: str | None = None,
     report: Callable[[str], None] | None = None,
 ) -> Tape:
-    """Read ``files`` into a tape; each rejected line is passed to ``report`` (rule 3)."""
+    """Read ``files`` into a tape; each rejected line is passed to ``report`` (rule 4)."""
     trades: list[Trade] = []
     by_reason: dict[str, int] = {}
     rejected = 0
