@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -240,3 +241,22 @@ async def test_slow_consumer_is_disconnected_and_the_clock_goes_on(
             assert any("slow consumer" in line for line in emu.log_lines)  # type: ignore[attr-defined]
             assert ws is not None
     assert emu.published.count == len(tape.trades)
+
+
+async def test_data_dump_csv_and_microsecond_times(
+    real_files: list[Path], start_emulator: StartEmulator
+) -> None:
+    csv = (
+        real_files[0].parent
+        / "binance-public-data-issue354.BTCUSDT-aggTrades-2021-12-14.tail10.csv"
+    )
+    if not csv.exists():
+        pytest.skip(f"real data-dump CSV not found: {csv}")
+    tape = load_tape([str(csv)])
+    assert len(tape.trades) == 10
+    async with start_emulator(tape, speed=0) as emu:
+        url = f"{emu.ws_url}/stream?streams=btcusdt@aggTrade&timeUnit=MICROSECOND"
+        async with connect(url, ping_interval=None) as ws:
+            got = await drain(ws)
+    assert [m["data"]["T"] for m in got] == [t.time_ms * 1000 for t in tape.trades]
+    assert [parse_event(m) for m in got] == list(tape.trades)  # the core reads µs as well
