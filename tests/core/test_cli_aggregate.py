@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import gc
 import gzip
 import io
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import orjson
@@ -102,3 +104,14 @@ def test_unreadable_later_file_fails_before_output_and_leaks_nothing(tmp_path: P
     out = tp("aggregate", good, tmp_path / "missing.ndjson")
     assert out.returncode == 2 and out.stdout == ""
     assert "ResourceWarning" not in out.stderr
+
+
+def test_gzip_input_closes_its_file(tmp_path: Path) -> None:
+    from tradepipe.core import read_file
+
+    f = tmp_path / "t.ndjson.gz"
+    f.write_bytes(gzip.compress(line() + b"\n"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        assert len(list(read_file(f))) == 1
+        gc.collect()

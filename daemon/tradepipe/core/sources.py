@@ -122,9 +122,10 @@ def open_body(path: str | Path, symbol: str | None = None) -> io.BufferedIOBase:
         raw = Path(path).open("rb")
         magic = raw.read(2)
         raw.seek(0)
-        fh: io.BufferedIOBase = (
-            gzip.GzipFile(fileobj=raw, mode="rb") if magic == GZIP_MAGIC else raw
-        )
+        fh: io.BufferedIOBase = raw
+        if magic == GZIP_MAGIC:
+            raw.close()
+            fh = gzip.open(path, "rb")  # owns (and closes) its file, unlike GzipFile(fileobj=)
         head = fh.read(64)
         fh.seek(0)
     except (OSError, EOFError) as exc:
