@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -52,6 +53,9 @@ def start_emulator() -> StartEmulator:
     @contextlib.asynccontextmanager
     async def start(tape: Tape, **options: Any) -> AsyncIterator[Emulator]:
         options.setdefault("port", 0)
+        # fresh trade times: Kafka retention goes by record timestamps, and 2021 trades would
+        # sit in segments deletable as soon as they close (see the README's stack notes)
+        options.setdefault("rebase_time", True)
         lines: list[str] = []
         async with Emulator(tape, ReplayOptions(**options), log=lines.append) as emu:
             yield emu
@@ -156,3 +160,36 @@ def tape_ids(tape: Tape) -> dict[str, list[int]]:
     for t in tape.trades:
         out.setdefault(t.symbol, []).append(t.agg_id)
     return out
+
+
+def assert_exactly_once_in_order(records: list[tuple[bytes, bytes, int]], tape: Tape) -> None:
+    """Kafka holds exactly the tape's trades, once each, in id order per symbol."""
+    got, want = ids_by_symbol(records), tape_ids(tape)
+    problems = []
+    for symbol in sorted(set(got) | set(want)):
+        g, w = got.get(symbol, []), want.get(symbol, [])
+        missing = sorted(set(w) - set(g))
+        extra = sorted(set(g) - set(w))
+        dups = len(g) - len(set(g))
+        disorder = sum(1 for a, b in itertools.pairwise(g) if b <= a)
+        if missing or extra or dups or disorder:
+            problems.append(
+                f"{symbol}: {len(missing)} missing {missing[:10]}, {len(extra)} unexpected, "
+                f"{dups} duplicated, {disorder} out of order (got {len(g)}, want {len(w)})"
+            )
+    assert not problems, "; ".join(problems)
+
+
+async def settled(producer: Producer, emu: Emulator, within: float = 120.0) -> None:
+    """Wait until the emulator has published everything and the producer has every trade up to
+    the last published id of each symbol acknowledged (live or backfilled)."""
+    async with asyncio.timeout(within):
+        await emu.finished.wait()
+        while True:
+            done = all(
+                seq.last_id == emu.published.last_id(symbol) and seq.missing() is None
+                for symbol, seq in producer.intake.sequencers.items()
+            )
+            if done and len(producer.outbox) == 0:
+                return
+            await asyncio.sleep(0.05)

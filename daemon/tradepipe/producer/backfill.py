@@ -62,7 +62,10 @@ class Backfiller:
         self.backoff.failures = 0
         while (missing := seq.missing()) is not None:
             first, until = missing
-            limit = MAX_LIMIT if until is None else min(MAX_LIMIT, until - first + 1)
+            # a page never needs more than half the buffer: room for it comes back as acks do
+            limit = min(MAX_LIMIT, max(1, self.outbox.max_records // 2))
+            if until is not None:
+                limit = min(limit, until - first + 1)
             await self.outbox.wait_room(limit)
             try:
                 page = await self.client.fetch(seq.symbol, first, limit)

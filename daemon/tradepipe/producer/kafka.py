@@ -29,6 +29,7 @@ from tradepipe.producer.sink import SinkUnavailable
 
 log = structlog.get_logger(__name__)
 _TOPIC_EXISTS = TopicAlreadyExistsError.errno
+STOP_TIMEOUT = 10.0
 
 
 async def ensure_topic(settings: KafkaSettings, partitions: int = 1) -> bool:
@@ -72,6 +73,7 @@ class KafkaTradeSink:
         self._producer: AIOKafkaProducer | None = None
         self._partitions: list[int] = []
         self._partitioner = DefaultPartitioner()
+        self.delivery_timeout = 4 * settings.request_timeout_ms / 1000
 
     async def start(self) -> None:
         if self.create_topic:
@@ -126,12 +128,22 @@ class KafkaTradeSink:
                 for part, part_batches in batches.items()
                 for batch in part_batches
             ]
-            await asyncio.gather(*futures)
+            # aiokafka retries an idempotent batch until it succeeds; past this deadline the
+            # producer is presumed wedged and is rebuilt (the publisher resends the chunk)
+            await asyncio.wait_for(asyncio.gather(*futures), self.delivery_timeout)
         except KafkaError as exc:
             raise SinkUnavailable(f"Kafka send failed: {exc!r}") from exc
+        except TimeoutError:
+            for fut in futures:
+                fut.cancel()
+            raise SinkUnavailable(
+                f"no acknowledgement within {self.delivery_timeout:g} s"
+            ) from None
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            with contextlib.suppress(KafkaError, OSError):
-                await producer.stop()
+            # stop() flushes; with the broker gone it could wait forever: bound it (anything
+            # unacknowledged is still in the outbox and will be sent again)
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                await asyncio.wait_for(producer.stop(), STOP_TIMEOUT)
