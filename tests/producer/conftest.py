@@ -103,6 +103,7 @@ def running_producer() -> RunningProducer:
         stop = asyncio.Event()
         got: asyncio.Future[Producer] = asyncio.get_running_loop().create_future()
         options.setdefault("shutdown_seconds", 30.0)
+        options.setdefault("serve_metrics", False)
         opts = Options(on_ready=lambda p: got.done() or got.set_result(p), **options)
         task = asyncio.create_task(serve(settings, stop, opts))
         done, _ = await asyncio.wait([task, got], timeout=30, return_when="FIRST_COMPLETED")

@@ -91,6 +91,7 @@ class Producer:
         )
         self.started_at = time.monotonic()
         self.ready = asyncio.Event()
+        self.server: MetricsServer | None = None
 
     def health(self) -> Health:
         """200 when connected and trades were acknowledged recently (ARCHITECTURE.md)."""
@@ -141,7 +142,7 @@ async def serve(settings: Settings, stop: asyncio.Event, options: Options | None
     log.info("starting", symbols=settings.feed.symbols, ws=settings.feed.ws_url,
              rest=settings.feed.rest_url, topic=settings.kafka.topic,
              buffer_max=settings.kafka.buffer_max_messages)  # fmt: skip
-    server = MetricsServer(p.metrics.registry, p.health, settings.metrics.listen)
+    server = p.server = MetricsServer(p.metrics.registry, p.health, settings.metrics.listen)
     if options.serve_metrics:
         await server.start()
         log.info("metrics_listening", url=server.url)
