@@ -1,0 +1,343 @@
+"""``tradepipe sink`` against the real Kafka broker and the moto S3 server.
+
+Every test uses its own topic, consumer group and S3 prefix, and real recorded trades produced
+the way ``tradepipe produce`` does (key = symbol, value = the raw aggTrade, timestamp = T).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+import aiohttp
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tradepipe.config import Settings
+from tradepipe.core import minute_of, parse_event, parse_key
+from tradepipe.sink.metrics import SinkMetrics
+from tradepipe.sink.service import run
+
+pytestmark = [pytest.mark.kafka, pytest.mark.s3]
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data" / "binance"
+FILES = [
+    "cryptofeed-BINANCE-ee25be.btcusdt.aggTrade.ndjson",
+    "cryptofeed-BINANCE-ee25be.ethusdt.aggTrade.ndjson",
+    "cryptofeed-BINANCE-ee25be.dotusdt.aggTrade.ndjson",
+    "cryptofeed-BINANCE-b38f7c.aggTrade.ndjson",
+]
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+
+
+def recorded_trades() -> list[bytes]:
+    missing = [f for f in FILES if not (DATA / f).exists()]
+    if missing:
+        pytest.skip(f"recorded trades absent: {missing} (see ../shared/data/README.md)")
+    lines = [x for f in FILES for x in (DATA / f).read_bytes().splitlines() if x.strip()]
+    # the order a combined stream delivers them in: by trade time
+    return sorted(lines, key=lambda x: (parse_event(x).time_ms, parse_event(x).symbol))
+
+
+async def produce(bootstrap: str, topic: str, lines: list[bytes], partitions: int = 2) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        # Recorded trades carry 2021 timestamps: with time-based retention Kafka would roll and
+        # delete their segments within minutes (retention counts from the record timestamp).
+        keep = {"retention.ms": "-1", "retention.bytes": "-1"}
+        resp = await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=keep)])
+        assert not [err for _, err, *_ in resp.topic_errors if err], resp
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        futures = []
+        for line in lines:
+            trade = parse_event(line)
+            futures.append(
+                await producer.send(
+                    topic, line, key=trade.symbol.encode(), timestamp_ms=trade.time_ms
+                )
+            )
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def objects_under(kwargs: dict[str, str], bucket: str, prefix: str) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    async with aioboto3.Session().client("s3", **kwargs) as s3:
+        paginator = s3.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=bucket, Prefix=prefix + "/"):
+            for item in page.get("Contents", []):
+                obj = await s3.get_object(Bucket=bucket, Key=item["Key"])
+                out[item["Key"][len(prefix) + 1 :]] = await obj["Body"].read()
+    return out
+
+
+def lines_in(objs: dict[str, bytes]) -> list[bytes]:
+    return [x for body in objs.values() for x in gzip.decompress(body).splitlines()]
+
+
+async def wait_for_lines(
+    kwargs: dict[str, str], bucket: str, prefix: str, n: int, wait_s: float = 90
+) -> dict[str, bytes]:
+    deadline = time.monotonic() + wait_s
+    while True:
+        objs = await objects_under(kwargs, bucket, prefix)
+        if len(lines_in(objs)) >= n or time.monotonic() > deadline:
+            return objs
+        await asyncio.sleep(0.5)
+
+
+def assert_exact(objs: dict[str, bytes], lines: list[bytes], topic: str) -> None:
+    """Exactly the produced trades, each once, each in its (symbol, trade minute) object."""
+    stored = lines_in(objs)
+    assert sorted(stored) == sorted(lines)
+    for key, body in objs.items():
+        parsed = parse_key("trades/" + key)
+        assert parsed.name.startswith(f"{topic}+") and parsed.name.endswith(".ndjson.gz")
+        for line in gzip.decompress(body).splitlines():
+            trade = parse_event(line)
+            assert trade.symbol == parsed.symbol
+            assert minute_of(trade.time_ms) == parsed.minute_ms
+
+
+def sink_settings(
+    bootstrap: str, endpoint: str, bucket: str, topic: str, group: str, prefix: str
+) -> Settings:
+    return Settings.load(None, {}).replace(
+        kafka={"bootstrap_servers": bootstrap, "topic": topic, "group_id": group},
+        s3={"bucket": bucket, "prefix": prefix, "endpoint_url": endpoint},
+        sink={"metrics_listen": "127.0.0.1:0", "grace_seconds": 5.0},
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, metrics: SinkMetrics) -> AsyncIterator[asyncio.Task[int]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, stop=stop, handle_signals=False, metrics=metrics))
+    try:
+        yield task
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 60) == 0
+
+
+@pytest.fixture
+def names() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:10]
+    return {"topic": f"sink-{tag}", "group": f"sink-{tag}", "prefix": f"test-sink-{tag}/trades"}
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+
+
+async def test_objects_hold_exactly_the_produced_trades(
+    kafka_bootstrap: str,
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client_kwargs: dict[str, str],
+    names: dict[str, str],
+) -> None:
+    lines = recorded_trades()
+    await produce(kafka_bootstrap, names["topic"], lines)
+    settings = sink_settings(
+        kafka_bootstrap, s3_endpoint, s3_bucket, names["topic"], names["group"], names["prefix"]
+    )
+    metrics = SinkMetrics()
+    async with running(settings, metrics):
+        objs = await wait_for_lines(s3_client_kwargs, s3_bucket, names["prefix"], len(lines))
+    assert_exact(objs, lines, names["topic"])
+    # one object per (partition, symbol, minute): nothing here arrives late or overflows
+    minutes = {(parse_event(x).symbol, minute_of(parse_event(x).time_ms)) for x in lines}
+    assert len(objs) == len(minutes)
+    assert metrics.trades._value.get() == len(lines)
+    # the stop wrote nothing more and committed everything: a second run finds no work
+    again = SinkMetrics()
+    async with running(settings, again):
+        await asyncio.sleep(3)
+    assert again.objects.labels("due")._value.get() == 0
+    assert await objects_under(s3_client_kwargs, s3_bucket, names["prefix"]) == objs
+
+
+def sink_env(bootstrap: str, endpoint: str, bucket: str, n: dict[str, str]) -> dict[str, str]:
+    return {
+        **os.environ,
+        **AWS_ENV,
+        "TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "TRADEPIPE_KAFKA_TOPIC": n["topic"],
+        "TRADEPIPE_KAFKA_GROUP_ID": n["group"],
+        "TRADEPIPE_S3_BUCKET": bucket,
+        "TRADEPIPE_S3_PREFIX": n["prefix"],
+        "TRADEPIPE_S3_ENDPOINT_URL": endpoint,
+        "TRADEPIPE_SINK_METRICS_LISTEN": "127.0.0.1:0",
+    }
+
+
+@pytest.mark.parametrize("crash_after_puts", [1, 4, 13])
+async def test_killed_between_put_and_commit_gives_the_clean_objects(
+    kafka_bootstrap: str,
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client_kwargs: dict[str, str],
+    names: dict[str, str],
+    crash_after_puts: int,
+    tmp_path: Path,
+) -> None:
+    lines = recorded_trades()
+    await produce(kafka_bootstrap, names["topic"], lines)
+    # the clean run: another consumer group and prefix over the same topic
+    clean_names = {
+        **names,
+        "group": names["group"] + "-clean",
+        "prefix": names["prefix"].replace("/trades", "-clean/trades"),
+    }
+    settings = sink_settings(
+        kafka_bootstrap,
+        s3_endpoint,
+        s3_bucket,
+        names["topic"],
+        clean_names["group"],
+        clean_names["prefix"],
+    )
+    async with running(settings, SinkMetrics()):
+        clean = await wait_for_lines(s3_client_kwargs, s3_bucket, clean_names["prefix"], len(lines))
+    assert_exact(clean, lines, names["topic"])
+
+    env = sink_env(kafka_bootstrap, s3_endpoint, s3_bucket, names)
+    crashing = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).parent / "crashing_sink.py"),
+        env={**env, "CRASH_AFTER_PUTS": str(crash_after_puts)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    crash_out, _ = await asyncio.wait_for(crashing.communicate(), 120)
+    assert crashing.returncode == -signal.SIGKILL, crash_out[-2000:]
+    partial = await objects_under(s3_client_kwargs, s3_bucket, names["prefix"])
+    assert 1 <= len(partial) < len(clean)
+    # restarted: resumes from the last commit, rewrites the same keys with the same bytes
+    log_path = tmp_path / "sink.log"
+    with log_path.open("wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tradepipe.cli",
+            "sink",
+            env=env,
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            await wait_for_lines(s3_client_kwargs, s3_bucket, names["prefix"], len(lines), 150)
+            await asyncio.sleep(2)  # anything still to come would be a duplicate
+            after = await objects_under(s3_client_kwargs, s3_bucket, names["prefix"])
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 60)
+    out = log_path.read_bytes()
+    assert proc.returncode == 0, out[-3000:]
+    assert sorted(after) == sorted(clean), out[-3000:]
+    assert after == clean
+    # the restart resumed from the crashed run's last commit (when it had made one)
+    assert b"partition_assigned" in out
+
+
+class FlakyProxy:
+    """A TCP proxy to the S3 server that, while ``down``, drops every connection it accepts."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target, self.down, self.dropped = target, True, 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> FlakyProxy:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            self.dropped += 1
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(Exception):
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def metric(url: str, name: str) -> float:
+    async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
+        text = await resp.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+async def test_s3_outage_loses_nothing_and_shows_retries(
+    kafka_bootstrap: str,
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client_kwargs: dict[str, str],
+    names: dict[str, str],
+) -> None:
+    lines = recorded_trades()
+    await produce(kafka_bootstrap, names["topic"], lines)
+    host, port = s3_endpoint.removeprefix("http://").rsplit(":", 1)
+    async with FlakyProxy((host, int(port))) as proxy:
+        settings = sink_settings(
+            kafka_bootstrap, proxy.url, s3_bucket, names["topic"], names["group"], names["prefix"]
+        )
+        metrics = SinkMetrics()
+        server_url: dict[str, Any] = {}
+        async with running(settings, metrics):
+            deadline = time.monotonic() + 60
+            # polling a counter the sink updates; there is no event to wait on
+            while metrics.put_retries._value.get() < 3 and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+            assert metrics.put_retries._value.get() >= 3, "no retries while S3 was down"
+            assert await objects_under(s3_client_kwargs, s3_bucket, names["prefix"]) == {}
+            # the health endpoint says why
+            proxy.down = False
+            objs = await wait_for_lines(s3_client_kwargs, s3_bucket, names["prefix"], len(lines))
+            server_url["retries"] = metrics.put_retries._value.get()
+        assert proxy.dropped >= 3
+    assert_exact(objs, lines, names["topic"])
+    assert server_url["retries"] >= 3
+    assert sum(v._value.get() for v in metrics.put_errors._metrics.values()) >= 3
