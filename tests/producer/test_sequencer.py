@@ -88,9 +88,15 @@ def test_hold_is_bounded_and_dropped_trades_become_gaps_again() -> None:
     assert seq.missing() == (3, 4)
     assert ids(seq.offer(rec(3, True))) == [3]
     assert ids(seq.offer(rec(4, True))) == [4, 5, 6]
-    assert seq.missing() is None  # 7 and 8 were dropped: the next live trade shows the gap
+    # 7 and 8 were dropped: an open-ended catch-up fetches them even if no live trade follows
+    assert seq.missing() == (7, None)
     seq.offer(rec(9))
     assert seq.missing() == (7, 8)
+    seq.offer(rec(7, True))
+    seq.offer(rec(8, True))
+    assert seq.missing() == (10, None)  # the drop still asks for a catch-up ...
+    seq.caught_up()
+    assert seq.missing() is None  # ... until REST has nothing newer
 
 
 @given(

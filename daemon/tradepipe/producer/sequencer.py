@@ -19,7 +19,8 @@ Rules (one :class:`Sequencer` per symbol; no I/O, no clock):
    or that could not be fetched in time are *skipped* with :meth:`Sequencer.skip_to`: the caller
    logs and counts them; they are never silently passed over.
 7. At most ``max_held`` trades are held. Past that, the highest id is dropped instead of stored;
-   that is safe because a dropped id becomes a gap again and is fetched from REST later.
+   that is safe because a dropped id becomes a gap again and is fetched from REST later: once
+   the hold drains, an open-ended catch-up runs (even if no live trade ever follows).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Sequencer:
         self.max_held = max_held
         self.last_id = last_id
         self.catch_up = False
+        self._dropped_since_catch_up = False
         self.gaps = 0  # distinct gaps seen (a hold started from an empty hold)
         self.dropped = 0  # held trades dropped for room (rule 7); REST fetches them again
         self._held: dict[int, Record] = {}
@@ -70,7 +72,7 @@ class Sequencer:
             return None
         if self._held_ids:
             return self.last_id + 1, self._held_ids[0] - 1
-        if self.catch_up:
+        if self.catch_up or self._dropped_since_catch_up:
             return self.last_id + 1, None
         return None
 
@@ -81,6 +83,7 @@ class Sequencer:
 
     def caught_up(self) -> None:
         self.catch_up = False
+        self._dropped_since_catch_up = False
 
     def skip_to(self, agg_id: int) -> tuple[int, list[Record]]:
         """Declare ids up to ``agg_id`` unobtainable (rule 6): ``(how many, records emitted)``."""
@@ -99,6 +102,7 @@ class Sequencer:
     def give_up(self) -> tuple[int, list[Record]]:
         """Abandon the current missing range (backfill failed for too long)."""
         self.catch_up = False
+        self._dropped_since_catch_up = False
         if not self._held_ids:
             return 0, []
         return self.skip_to(self._held_ids[0] - 1)
@@ -109,6 +113,7 @@ class Sequencer:
         self.catch_up = False  # a held live trade bounds what is missing (rule 5)
         if len(self._held_ids) >= self.max_held:
             self.dropped += 1
+            self._dropped_since_catch_up = True
             if record.agg_id > self._held_ids[-1]:
                 return
             del self._held[self._held_ids.pop()]

@@ -1,0 +1,181 @@
+"""Benchmark ``tradepipe produce``: emulator -> producer (a separate process) -> real Kafka.
+
+    .venv/bin/python bench/produce.py [--trades 200000] [--rate 5000] [--seconds 20]
+        [--compression none] [--kafka 127.0.0.1:39092]
+
+1. Throughput: the emulator (in this process) pushes ``--trades`` synthetic BTCUSDT aggTrades
+   as fast as it can (speed 0), starting when the producer reports ``READY=1`` (sd_notify);
+   the sustained rate is acknowledged trades / time from that start to the last
+   acknowledgement, polled every 50 ms from the producer's own ``/metrics``.
+2. Latency at a fixed rate: ``--rate`` trades/s for ``--seconds`` with trade times rebased to
+   now, so ``tradepipe_trade_to_kafka_seconds`` (trade time T -> broker ack) is meaningful;
+   percentiles are interpolated within the histogram's buckets (1, 2, 3, 5, 7.5, 10, 15 ms...).
+   T has millisecond resolution, so figures carry up to 1 ms of rounding.
+3. Peak RSS of the producer process (``VmHWM``), and RSS sampled over the run (flatness).
+
+Needs Kafka (``scripts/stack up``). Prints one summary line per phase and a JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tradepipe.core import Trade
+from tradepipe.replay import Emulator, ReplayOptions, tape_of
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic(n: int, interval_us: int) -> list[Trade]:
+    start = 1_764_000_000_000
+    return [
+        Trade("BTCUSDT", 1_000_000 + i, Decimal("97000.10") + Decimal(i % 50) / 100,
+              Decimal("0.00123000"), 5_000_000 + i, 5_000_000 + i,
+              start + i * interval_us // 1000, i % 3 == 0)
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def rss_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+async def scrape(http: aiohttp.ClientSession, url: str) -> dict[str, list[object]]:
+    async with http.get(url) as resp:
+        text = await resp.text()
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def produced(metrics: dict[str, list[object]]) -> float:
+    return sum(s.value for s in metrics.get("tradepipe_trades_produced", [])  # type: ignore[attr-defined]
+               if s.name.endswith("_total"))  # type: ignore[attr-defined]  # fmt: skip
+
+
+def percentile(metrics: dict[str, list[object]], q: float) -> float:
+    buckets = sorted(
+        (float(s.labels["le"]), s.value)  # type: ignore[attr-defined]
+        for s in metrics["tradepipe_trade_to_kafka_seconds"]
+        if s.name.endswith("_bucket")  # type: ignore[attr-defined]
+    )
+    total = buckets[-1][1]
+    target = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= target:
+            if le == float("inf"):
+                return prev_le
+            frac = (target - prev_count) / max(count - prev_count, 1e-9)
+            return prev_le + (le - prev_le) * frac
+        prev_le, prev_count = le, count
+    return prev_le
+
+
+async def phase(name: str, trades: list[Trade], speed: float, args: argparse.Namespace) -> dict:
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    port = 19000 + os.getpid() % 1000
+    opts = ReplayOptions(speed=speed, rebase_time=True, queue_high_water=200_000,
+                         slow_client_seconds=60, start_now=True)  # fmt: skip
+    notify_path = f"/tmp/bench-notify-{topic}.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.setblocking(False)
+    async with Emulator(tape_of(trades), opts, log=lambda _: None) as emu:
+        emu.pause()  # hold the tape until the producer is READY (connected to Kafka too)
+        env = {
+            "NOTIFY_SOCKET": notify_path,
+            "PATH": os.environ.get("PATH", ""),
+            "TRADEPIPE_FEED_SYMBOLS": "btcusdt",
+            "TRADEPIPE_FEED_WS_URL": emu.ws_url,
+            "TRADEPIPE_FEED_REST_URL": emu.rest_url,
+            "TRADEPIPE_FEED_QUARANTINE_PATH": f"/tmp/bench-quarantine-{topic}.ndjson",
+            "TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS": args.kafka,
+            "TRADEPIPE_KAFKA_TOPIC": topic,
+            "TRADEPIPE_KAFKA_COMPRESSION_TYPE": args.compression,
+            "TRADEPIPE_METRICS_LISTEN": f"127.0.0.1:{port}",
+            "TRADEPIPE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tradepipe.cli", "produce", env=env,
+            stdout=None if os.environ.get("BENCH_LOG_LEVEL") else asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        while b"READY=1" not in await asyncio.wait_for(loop.sock_recv(notify, 4096), 60):
+            pass
+        notify.close()
+        os.unlink(notify_path)
+        emu.resume()
+        first_at = time.monotonic()
+        url = f"http://127.0.0.1:{port}/metrics"
+        rss: list[int] = []
+        last_at = None
+        done = 0.0
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                try:
+                    m = await scrape(http, url)
+                except aiohttp.ClientError:
+                    continue
+                rss.append(rss_kb(proc.pid, "VmRSS"))
+                now_done = produced(m)
+                if now_done > done:
+                    last_at = time.monotonic()
+                    done = now_done
+                if done >= len(trades):
+                    break
+            m = await scrape(http, url)
+        peak = rss_kb(proc.pid, "VmHWM")
+        proc.terminate()
+        await proc.wait()
+    secs = (last_at or first_at) - first_at
+    out = {
+        "phase": name, "trades": int(done), "seconds": round(secs, 2),
+        "trades_per_s": round(done / secs) if secs else None,
+        "p50_ms": round(percentile(m, 0.50) * 1000, 2),
+        "p99_ms": round(percentile(m, 0.99) * 1000, 2),
+        "p999_ms": round(percentile(m, 0.999) * 1000, 2),
+        "peak_rss_mb": round(peak / 1024, 1),
+        "rss_mb_first_last": [round(rss[len(rss) // 10] / 1024, 1), round(rss[-1] / 1024, 1)]
+        if rss else None,
+        "compression": args.compression,
+    }  # fmt: skip
+    print(json.dumps(out), flush=True)
+    return out
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trades", type=int, default=200_000)
+    ap.add_argument("--rate", type=int, default=5_000)
+    ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--compression", default="none")
+    ap.add_argument("--kafka", default=os.environ.get("TRADEPIPE_TEST_KAFKA", "127.0.0.1:39092"))
+    ap.add_argument("--only", choices=("throughput", "latency"))
+    args = ap.parse_args()
+    results = []
+    if args.only != "latency":
+        results.append(await phase("throughput", synthetic(args.trades, 100), 0, args))
+    if args.only != "throughput":
+        n = args.rate * args.seconds
+        results.append(await phase("latency", synthetic(n, 1_000_000 // args.rate), 1.0, args))
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
