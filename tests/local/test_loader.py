@@ -34,6 +34,9 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def forwarder(port: int, target: tuple[str, int]) -> AsyncIterator[None]:
+    """A TCP forwarder that, on exit, closes every connection it made (no leaked sockets)."""
+    writers: list[asyncio.StreamWriter] = []
+
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
@@ -42,7 +45,9 @@ async def forwarder(port: int, target: tuple[str, int]) -> AsyncIterator[None]:
         writer.close()
 
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        writers.append(client_w)
         server_r, server_w = await asyncio.open_connection(*target)
+        writers.append(server_w)
         await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w))
 
     server = await asyncio.start_server(handle, "127.0.0.1", port)
@@ -50,6 +55,11 @@ async def forwarder(port: int, target: tuple[str, int]) -> AsyncIterator[None]:
         yield
     finally:
         server.close()
+        for w in writers:
+            w.close()
+            with contextlib.suppress(ConnectionError):
+                await w.wait_closed()
+        await server.wait_closed()
 
 
 @pytest.mark.mysql
