@@ -110,7 +110,11 @@ SCALE = 10**8  # prices and quantities are exact at 8 places: held as integers x
 
 
 class _Acc:
-    """Mutable per-minute accumulator: integers scaled by 1e8 (quote amounts by 1e16)."""
+    """Mutable per-minute accumulator: integers scaled by 1e8 (quote amounts by 1e16).
+
+    Ids are kept as runs while they arrive in increasing order (the normal case: no per-id
+    memory); the first id that arrives out of order switches the minute to an explicit set.
+    """
 
     __slots__ = (
         "base_b",
@@ -121,12 +125,13 @@ class _Acc:
         "first_id",
         "high",
         "id_set",
-        "ids",
         "last_id",
         "low",
         "open",
         "quote_b",
         "quote_s",
+        "run_lo",
+        "runs",
         "trades_b",
         "trades_s",
     )
@@ -134,11 +139,21 @@ class _Acc:
     def __init__(self, agg_id: int, price: int) -> None:
         self.count_b = self.count_s = self.trades_b = self.trades_s = 0
         self.base_b = self.base_s = self.quote_b = self.quote_s = 0
-        # last_id starts below the first id so that the first trade takes the in-order path.
+        # last_id starts just below the first id so that the first trade extends the first run.
         self.first_id, self.last_id = agg_id, agg_id - 1
         self.open = self.close = self.high = self.low = price
-        self.ids: list[int] = []
+        self.runs: list[tuple[int, int]] = []
+        self.run_lo = agg_id
         self.id_set: set[int] | None = None
+
+    def id_ranges(self) -> IdRanges:
+        if self.id_set is not None:
+            return IdRanges.from_ids(self.id_set)
+        return IdRanges((*self.runs, (self.run_lo, self.last_id)))
+
+    def switch_to_set(self) -> set[int]:
+        self.id_set = set(self.id_ranges())
+        return self.id_set
 
 
 class Aggregator:
@@ -150,19 +165,26 @@ class Aggregator:
     for a minute; those trades are skipped.
     """
 
-    __slots__ = ("_accs", "_exclude", "_excluded")
+    __slots__ = ("_accs", "_exclude", "_excluded", "_last")
 
     def __init__(self, exclude: Callable[[MinuteKey], IdRanges] | None = None) -> None:
         self._accs: dict[MinuteKey, _Acc] = {}
         self._exclude = exclude
         self._excluded: dict[MinuteKey, IdRanges] = {}
+        # The minute of the previous trade: consecutive trades usually share it.
+        self._last: tuple[str, int, _Acc] | None = None
 
     def add(  # noqa: C901 - the hot path, kept in one piece
         self, symbol: str, time_ms: int, a: int, p8: int, q8: int, n: int, sell: bool
     ) -> bool:
         """Add one trade; ``False`` if it was excluded or already counted in this batch."""
-        key = (symbol, time_ms - time_ms % MINUTE_MS)
-        acc = self._accs.get(key)
+        last = self._last
+        if last is not None and last[1] <= time_ms < last[1] + MINUTE_MS and last[0] == symbol:
+            acc: _Acc | None = last[2]
+            key = (symbol, last[1])
+        else:
+            key = (symbol, time_ms - time_ms % MINUTE_MS)
+            acc = self._accs.get(key)
         if self._exclude is not None:
             skip = self._excluded.get(key)
             if skip is None:
@@ -171,14 +193,17 @@ class Aggregator:
                 return False
         if acc is None:
             acc = self._accs[key] = _Acc(a, p8)
+            self._last = (symbol, key[1], acc)
         elif a <= acc.last_id or acc.id_set is not None:
-            # Out of order: fall back to an explicit set of the ids seen.
-            if acc.id_set is None:
-                acc.id_set = set(acc.ids)
-            if a in acc.id_set:
+            ids = acc.id_set if acc.id_set is not None else acc.switch_to_set()
+            if a in ids:
                 return False  # the same trade again (rule 4)
-            acc.id_set.add(a)
-        acc.ids.append(a)
+            ids.add(a)
+        elif a != acc.last_id + 1:  # in order, after a gap: close the current run
+            acc.runs.append((acc.run_lo, acc.last_id))
+            acc.run_lo = a
+        if last is None or last[2] is not acc:
+            self._last = (symbol, key[1], acc)
         if sell:
             acc.count_s += 1
             acc.base_s += q8
@@ -251,7 +276,7 @@ def _freeze(key: MinuteKey, acc: _Acc) -> MinutePartial:
         close=_e8(acc.close),
         high=_e8(acc.high),
         low=_e8(acc.low),
-        ids=IdRanges.from_ids(acc.ids),
+        ids=acc.id_ranges(),
     )
 
 
