@@ -87,7 +87,14 @@ class Sink:
     async def consume(self, records: Mapping[TopicPartition, list[object]]) -> None:
         for tp, messages in records.items():
             batcher = self.batchers.get(tp)
-            if batcher is None:  # revoked while the fetch was in flight
+            if batcher is None:
+                # Revoked while the fetch was in flight -- or assigned, with records fetched
+                # before on_partitions_assigned (which awaits the committed checkpoint) made
+                # the batcher: then read them again, or they are lost (found by tests/e2e).
+                if messages and tp in self.consumer.assignment():
+                    first: int = messages[0].offset  # type: ignore[attr-defined]
+                    self.consumer.seek(tp, first)
+                    log.warning("records_before_batcher", partition=tp.partition, offset=first)
                 continue
             for msg in messages:
                 await self.carry_out(tp, batcher.add(*self._decode(tp, msg)))
