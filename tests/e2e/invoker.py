@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -71,7 +72,7 @@ class Stats:
     retried: int = 0
     to_failure_destination: int = 0
     test_events: int = 0
-    # first successful invocation per (encoded) key: monotonic and epoch seconds
+    # object key (decoded) -> epoch seconds when its first successful invocation returned
     done_at: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
@@ -187,7 +188,7 @@ class LocalLambda:
             return f"{type(exc).__name__}: {exc}"
         now = time.time()
         for key in object_keys(event):
-            self.stats.done_at.setdefault(key, now)
+            self.stats.done_at.setdefault(urllib.parse.unquote_plus(key), now)
         return None
 
     # ------------------------------------------------------------------ test controls

@@ -345,7 +345,7 @@ class Pipeline:
                     return
                 await asyncio.sleep(0.05)
 
-    async def wait_in_s3(self, expected: int, seconds: float = 180) -> None:
+    async def wait_in_s3(self, expected: int, seconds: float = 120) -> None:
         """Until the objects hold ``expected`` distinct trades (a flush happens a minute's
         end + grace after the last trade, by the wall clock)."""
         distinct = 0
@@ -359,11 +359,48 @@ class Pipeline:
                     await asyncio.sleep(0.5)
         except TimeoutError:
             raise AssertionError(
-                f"S3 holds {distinct} of {expected} trades after {seconds} s\n"
+                f"S3 holds {distinct} of {expected} trades after {seconds} s; "
+                + await self.missing_in_s3()
+                + "\n"
                 + await self.report()
             ) from None
 
-    async def settle(self, seconds: float = 240) -> None:
+    async def missing_in_s3(self) -> str:
+        """Which published trades no object holds, and whether Kafka has them."""
+        objects = await self.objects()
+        stored = {(s, a) for trades in objects.values() for s, a, _ in trades}
+        missing = sorted(tally_ids(self.record) - stored)
+        in_kafka = await self.topic_ids()
+        lost_before = [m for m in missing if m not in in_kafka]
+        return (
+            f"{len(missing)} missing, e.g. {missing[:5]}; of those {len(lost_before)} are not "
+            f"in Kafka either; Kafka holds {len(in_kafka)} distinct trades"
+        )
+
+    async def topic_ids(self) -> set[tuple[str, int]]:
+        """(symbol, a) of every record in the topic (read from the start, no group)."""
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(
+            self.topic, bootstrap_servers=self.kafka, auto_offset_reset="earliest",
+            enable_auto_commit=False, group_id=None,
+        )  # fmt: skip
+        await consumer.start()
+        out: set[tuple[str, int]] = set()
+        try:
+            empty = 0
+            while empty < 3:
+                batch = await consumer.getmany(timeout_ms=500)
+                empty = 0 if batch else empty + 1
+                for records in batch.values():
+                    for r in records:
+                        e = json.loads(r.value)
+                        out.add((e["s"], e["a"]))
+        finally:
+            await consumer.stop()
+        return out
+
+    async def settle(self, seconds: float = 120) -> None:
         """Published, in S3, and every notification handled."""
         await self.wait_published(seconds)
         expected = len(tally_ids(self.record))
