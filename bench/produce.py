@@ -24,6 +24,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import time
 import uuid
 from decimal import Decimal
@@ -36,6 +37,7 @@ from tradepipe.core import Trade
 from tradepipe.replay import Emulator, ReplayOptions, tape_of
 
 ROOT = Path(__file__).resolve().parents[1]
+RECV = "tradepipe_receive_to_kafka_seconds"
 
 
 def synthetic(n: int, interval_us: int) -> list[Trade]:
@@ -66,10 +68,12 @@ def produced(metrics: dict[str, list[object]]) -> float:
                if s.name.endswith("_total"))  # type: ignore[attr-defined]  # fmt: skip
 
 
-def percentile(metrics: dict[str, list[object]], q: float) -> float:
+def percentile(
+    metrics: dict[str, list[object]], q: float, name: str = "tradepipe_trade_to_kafka_seconds"
+) -> float:
     buckets = sorted(
         (float(s.labels["le"]), s.value)  # type: ignore[attr-defined]
-        for s in metrics["tradepipe_trade_to_kafka_seconds"]
+        for s in metrics[name]
         if s.name.endswith("_bucket")  # type: ignore[attr-defined]
     )
     total = buckets[-1][1]
@@ -90,7 +94,8 @@ async def phase(name: str, trades: list[Trade], speed: float, args: argparse.Nam
     port = 19000 + os.getpid() % 1000
     opts = ReplayOptions(speed=speed, rebase_time=True, queue_high_water=200_000,
                          slow_client_seconds=60, start_now=True)  # fmt: skip
-    notify_path = f"/tmp/bench-notify-{topic}.sock"
+    workdir = Path(tempfile.mkdtemp(prefix="bench-produce-"))
+    notify_path = str(workdir / "notify.sock")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(notify_path)
     notify.setblocking(False)
@@ -102,10 +107,11 @@ async def phase(name: str, trades: list[Trade], speed: float, args: argparse.Nam
             "TRADEPIPE_FEED_SYMBOLS": "btcusdt",
             "TRADEPIPE_FEED_WS_URL": emu.ws_url,
             "TRADEPIPE_FEED_REST_URL": emu.rest_url,
-            "TRADEPIPE_FEED_QUARANTINE_PATH": f"/tmp/bench-quarantine-{topic}.ndjson",
+            "TRADEPIPE_FEED_QUARANTINE_PATH": str(workdir / "quarantine.ndjson"),
             "TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS": args.kafka,
             "TRADEPIPE_KAFKA_TOPIC": topic,
             "TRADEPIPE_KAFKA_COMPRESSION_TYPE": args.compression,
+            "TRADEPIPE_KAFKA_LINGER_MS": str(args.linger_ms),
             "TRADEPIPE_METRICS_LISTEN": f"127.0.0.1:{port}",
             "TRADEPIPE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
         }
@@ -139,6 +145,10 @@ async def phase(name: str, trades: list[Trade], speed: float, args: argparse.Nam
                     done = now_done
                 if done >= len(trades):
                     break
+                # the emulator may hold back the tape's last few trades: stop once nothing
+                # moved for 3 s
+                if done > 0 and time.monotonic() - (last_at or 0) > 3:
+                    break
             m = await scrape(http, url)
         peak = rss_kb(proc.pid, "VmHWM")
         proc.terminate()
@@ -150,10 +160,13 @@ async def phase(name: str, trades: list[Trade], speed: float, args: argparse.Nam
         "p50_ms": round(percentile(m, 0.50) * 1000, 2),
         "p99_ms": round(percentile(m, 0.99) * 1000, 2),
         "p999_ms": round(percentile(m, 0.999) * 1000, 2),
+        "recv_to_ack_p50_ms": round(percentile(m, 0.5, RECV) * 1000, 2),
+        "recv_to_ack_p99_ms": round(percentile(m, 0.99, RECV) * 1000, 2),
         "peak_rss_mb": round(peak / 1024, 1),
         "rss_mb_first_last": [round(rss[len(rss) // 10] / 1024, 1), round(rss[-1] / 1024, 1)]
         if rss else None,
         "compression": args.compression,
+        "linger_ms": args.linger_ms,
     }  # fmt: skip
     print(json.dumps(out), flush=True)
     return out
@@ -165,6 +178,7 @@ async def main() -> None:
     ap.add_argument("--rate", type=int, default=5_000)
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--compression", default="none")
+    ap.add_argument("--linger-ms", type=int, default=0)
     ap.add_argument("--kafka", default=os.environ.get("TRADEPIPE_TEST_KAFKA", "127.0.0.1:39092"))
     ap.add_argument("--only", choices=("throughput", "latency"))
     args = ap.parse_args()

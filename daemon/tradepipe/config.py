@@ -86,7 +86,9 @@ class KafkaSettings:
     topic: str = "aggtrades"
     retention_ms: int = 300_000
     segment_ms: int = 60_000
-    linger_ms: int = 5
+    # 0: the producer batches by itself (one chunk in flight; chunks grow with the load);
+    # measured 5 ms -> p50 13 ms vs 0 ms -> p50 1 ms receive->ack at 5,000 msg/s (README)
+    linger_ms: int = 0
     max_batch_size: int = 262_144
     compression_type: str = "none"
     # Accepted, unacknowledged trades kept while the broker is slow or down (~300 B each);

@@ -73,7 +73,7 @@ class Intake:
 
     def live(self, message: bytes | str) -> Signal | None:
         raw = message.encode() if isinstance(message, str) else message
-        self.last_message_at = time.monotonic()
+        self.last_message_at = now = time.monotonic()
         try:
             obj = decode(raw)
             if obj.get("e") == "serverShutdown":
@@ -95,7 +95,8 @@ class Intake:
             self.metrics.deferred.labels(trade.symbol).inc()
             seq.want_catch_up()
             return None
-        self.offer(seq, Record(trade.symbol, trade.agg_id, trade.time_ms, inner_value(raw, obj)))
+        value = inner_value(raw, obj)
+        self.offer(seq, Record(trade.symbol, trade.agg_id, trade.time_ms, value, False, now))
         return None
 
     def disconnected(self) -> None:
@@ -175,6 +176,7 @@ class Intake:
             ):
                 self.skip(seq, trade.agg_id - 1, "REST skips these ids")
             value = rest_value(obj, seq.symbol)
-            self.offer(seq, Record(seq.symbol, trade.agg_id, trade.time_ms, value, True))
+            record = Record(seq.symbol, trade.agg_id, trade.time_ms, value, True, time.monotonic())
+            self.offer(seq, record)
         if until is None and len(objs) < limit:
             seq.caught_up()

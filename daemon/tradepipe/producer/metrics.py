@@ -86,3 +86,9 @@ class ProducerMetrics:
             "tradepipe_trade_to_kafka_seconds", "trade time T -> broker acknowledgement",
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.internal_latency = Histogram(
+            "tradepipe_receive_to_kafka_seconds",
+            "message received by the daemon -> broker acknowledgement (our own share of the "
+            "trade-to-Kafka latency)",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip

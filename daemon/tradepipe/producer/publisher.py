@@ -91,9 +91,11 @@ class Publisher:
         per_symbol = Counter(r.symbol for r in chunk)
         for symbol, n in per_symbol.items():
             self.metrics.produced.labels(symbol).inc(n)
-        observe = self.metrics.latency.observe
+        observe, internal = self.metrics.latency.observe, self.metrics.internal_latency.observe
+        mono = time.monotonic()
         for rec in chunk:
             observe(max(0.0, now - rec.time_ms / 1000))
+            internal(mono - rec.received_at)
         for rec in chunk:  # chunks are in id order per symbol: the last one wins
             self.last_trade_ms[rec.symbol] = rec.time_ms
         self.metrics.buffered.set(len(self.outbox))

@@ -20,6 +20,7 @@ class Record:
     time_ms: int
     value: bytes
     backfilled: bool = False
+    received_at: float = 0.0  # time.monotonic() when it reached us
 
     @property
     def key(self) -> bytes:

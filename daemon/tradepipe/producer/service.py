@@ -128,7 +128,8 @@ class Producer:
         can fix by restarting: a stalled *feed* shows in /healthz instead, since a restart
         would drop the buffer and help nothing."""
         while True:
-            self.options.notifier.watchdog()
+            if self.options.watchdog_seconds is not None:
+                self.options.notifier.watchdog()
             self.metrics.buffered.set(len(self.outbox))
             for symbol, ms in self.publisher.last_trade_ms.items():
                 self.metrics.last_trade_age.labels(symbol).set(max(0.0, time.time() - ms / 1000))
