@@ -112,6 +112,7 @@ async def phase(name: str, trades: list[Trade], speed: float, args: argparse.Nam
             "TRADEPIPE_KAFKA_TOPIC": topic,
             "TRADEPIPE_KAFKA_COMPRESSION_TYPE": args.compression,
             "TRADEPIPE_KAFKA_LINGER_MS": str(args.linger_ms),
+            "TRADEPIPE_KAFKA_BUFFER_MAX_MESSAGES": str(args.buffer),
             "TRADEPIPE_METRICS_LISTEN": f"127.0.0.1:{port}",
             "TRADEPIPE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
         }
@@ -167,6 +168,7 @@ async def phase(name: str, trades: list[Trade], speed: float, args: argparse.Nam
         if rss else None,
         "compression": args.compression,
         "linger_ms": args.linger_ms,
+        "buffer": args.buffer,
     }  # fmt: skip
     print(json.dumps(out), flush=True)
     return out
@@ -179,6 +181,7 @@ async def main() -> None:
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--compression", default="none")
     ap.add_argument("--linger-ms", type=int, default=0)
+    ap.add_argument("--buffer", type=int, default=50_000, help="kafka.buffer_max_messages")
     ap.add_argument("--kafka", default=os.environ.get("TRADEPIPE_TEST_KAFKA", "127.0.0.1:39092"))
     ap.add_argument("--only", choices=("throughput", "latency"))
     args = ap.parse_args()
