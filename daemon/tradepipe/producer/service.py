@@ -66,7 +66,7 @@ class Producer:
         self.settings, self.options = settings, options
         self.metrics = options.metrics or ProducerMetrics()
         self.outbox = Outbox(kafka.buffer_max_messages)
-        self.sink = options.sink or KafkaTradeSink(kafka)
+        self.sink = options.sink if options.sink is not None else KafkaTradeSink(kafka)
         self.publisher = Publisher(
             self.sink, self.outbox, self.metrics,
             on_ack=options.on_ack, on_started=self._maybe_ready,
