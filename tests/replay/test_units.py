@@ -168,3 +168,20 @@ def test_tape_refuses_ids_going_backwards_in_time(real_tape: Tape) -> None:
     ]
     with pytest.raises(SourceError, match="ids go backwards in time"):
         tape_of(swapped)
+
+
+def test_pause_holds_a_trade_reached_but_not_yet_published() -> None:
+    # the publisher passes the next trade it has not sent: data time freezes just below it
+    clock, t = make_clock(1.0)
+    clock.start()
+    t.advance(0.5)
+    clock.pause(before_ms=1_000_000)
+    assert clock.seconds_until(1_000_000) == math.inf
+    clock.resume()
+    t.advance(0.001)
+    assert clock.seconds_until(1_000_000) == 0
+    # a later pending trade does not move the frozen time back
+    clock.pause(before_ms=2_000_000)
+    t.advance(10.0)
+    assert clock.data_now() == pytest.approx(1_000_001)
+    assert clock.seconds_until(1_000_002) == math.inf

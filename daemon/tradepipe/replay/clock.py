@@ -5,7 +5,10 @@ Rules:
 2. Once started, data time advances ``speed`` times as fast as wall time from the data's first
    trade time; ``speed == 0`` means "as fast as possible": every data time is reached at once.
 3. :meth:`pause` freezes data time; :meth:`resume` continues from where it froze (the paused
-   span is skipped, not caught up).
+   span is skipped, not caught up). ``pause(before_ms)`` freezes it below ``before_ms`` at most:
+   the publisher passes the time of the next trade it has not published yet, so a trade already
+   reached but not yet sent (e.g. the tape's first millisecond right after :meth:`start`) is
+   not published while paused — nothing more is, at any speed.
 4. Served trade times (``--rebase-time``): a trade reached at data time ``T`` is served with
    the wall-clock epoch time at which the clock was scheduled to reach ``T`` — so served times
    start at "now" and stay close to the wall clock whatever the speed. At ``speed == 0`` it is
@@ -45,10 +48,12 @@ class ReplayClock:
             self.started = True
             self._set_anchor(self._anchor_data)
 
-    def pause(self) -> None:
+    def pause(self, before_ms: float = math.inf) -> None:
+        """Freeze data time (rule 3), below ``before_ms`` at most."""
         if self.started and not self.paused:
             # at speed 0 there is no data time to freeze at: nothing more is reached
-            self._anchor_data = self.data_now() if self.speed else -math.inf
+            reached = self.data_now() if self.speed else -math.inf
+            self._anchor_data = min(reached, math.nextafter(before_ms, -math.inf))
             self.paused = True
 
     def resume(self) -> None:

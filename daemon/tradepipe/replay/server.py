@@ -79,6 +79,8 @@ class Emulator:
         self.connections_total = 0
         self._next_cid = 0
         self._started = asyncio.Event()
+        # data time of the next trade the publisher will publish (a pause freezes below it)
+        self._pending_ms = tape.first_time_ms
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()  # set whenever published trades were handed out
         self._malformed_plan = schedule(self.options.malformed, len(tape.trades), self.options.seed)
@@ -170,7 +172,9 @@ class Emulator:
             self.log(f"replay clock started at speed {self.options.speed:g}")
 
     def pause(self) -> None:
-        self.clock.pause()
+        """Nothing more is published until :meth:`resume` — not even trades the clock has
+        already reached but the publisher has not sent yet (clock rule 3)."""
+        self.clock.pause(self._pending_ms)
         self._wake.set()
 
     def resume(self) -> None:
@@ -290,6 +294,7 @@ class Emulator:
         plan = self._malformed_plan if cycle == 0 else {}
         for position, trade in enumerate(trades):
             data_ms = trade.time_ms + shift_ms
+            self._pending_ms = data_ms
             if self.clock.seconds_until(data_ms) > 0:
                 await self._wait_for(data_ms)
                 since_yield = 0
