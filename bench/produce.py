@@ -146,8 +146,8 @@ async def phase(name: str, trades: list[Trade], speed: float, args: argparse.Nam
                     done = now_done
                 if done >= len(trades):
                     break
-                # the emulator may hold back the tape's last few trades: stop once nothing
-                # moved for 3 s
+                # a producer that stops making progress (e.g. a gap it cannot fill) must not
+                # hang the benchmark: stop once nothing moved for 3 s and report the count
                 if done > 0 and time.monotonic() - (last_at or 0) > 3:
                     break
             m = await scrape(http, url)
