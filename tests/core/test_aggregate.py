@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from tests.conftest import unavailable
 from tests.core.helpers import BASE_T, line
 
 from tradepipe.core import (
@@ -118,13 +119,14 @@ def test_idranges_text_round_trip() -> None:
     assert r.isdisjoint(IdRanges.parse("4,6-8")) and not r.isdisjoint(IdRanges.parse("8-9"))
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is absent")
 def test_matches_binance_klines() -> None:
     """An independent oracle: Binance's own 1m kline for 20:04, as of trade id 745524256.
 
     kline v = sum q, V = taker-buy sum q (m = false), n = sum(l - f + 1), and quote volumes
     (which Binance prints rounded to 8 places).
     """
+    if not DATA.is_dir():
+        unavailable("../shared/data is absent")
     klines = [
         orjson.loads(x)["k"]
         for x in (DATA / "cryptofeed-BINANCE-ee25be.btcusdt.kline_1m.ndjson")

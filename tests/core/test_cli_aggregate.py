@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 import orjson
-import pytest
+from tests.conftest import unavailable
 from tests.core.helpers import BASE_T, line
 
 from tradepipe.core import ROW_COLUMNS
@@ -86,8 +86,9 @@ def test_csv_with_header_equals_ndjson(tmp_path: Path) -> None:
     assert tp("aggregate", csv_file).stdout == tp("aggregate", nd).stdout
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is absent")
 def test_real_recordings_from_several_files_count_each_trade_once() -> None:
+    if not DATA.is_dir():
+        unavailable("../shared/data is absent")
     btc = DATA / "cryptofeed-BINANCE-ee25be.btcusdt.aggTrade.ndjson"
     once = tp("aggregate", btc)
     twice = tp("aggregate", btc, btc)

@@ -94,9 +94,7 @@ def test_key_with_spaces_and_special_characters(
     assert stored(db) == HAND_ROWS
 
 
-def test_several_records_in_one_event(
-    handler: ModuleType, s3: Any, bucket: str, db: str
-) -> None:
+def test_several_records_in_one_event(handler: ModuleType, s3: Any, bucket: str, db: str) -> None:
     btc, eth = real_trades(BTC_FILE), real_trades(ETH_FILE)
     keys = [put(s3, bucket, key("BTCUSDT"), btc), put(s3, bucket, key("ETHUSDT"), eth)]
     summary = handler.handler(s3_event(bucket, keys), None)

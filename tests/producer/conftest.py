@@ -24,6 +24,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
+from tests.conftest import unavailable
 
 from tradepipe.config import Settings
 from tradepipe.producer import Options, Producer, serve
@@ -41,7 +42,7 @@ REAL_FILES = [
 def real_tape() -> Tape:
     missing = [str(p) for p in REAL_FILES if not p.exists()]
     if missing:
-        pytest.skip(f"real recorded data not found: {', '.join(missing)}")
+        unavailable(f"real recorded data not found: {', '.join(missing)}")
     return load_tape([str(p) for p in REAL_FILES])
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import unavailable
 
 from tradepipe.replay import Emulator, ReplayOptions, Tape, load_tape
 
@@ -25,7 +26,7 @@ from .helpers import REAL_FILES, StartEmulator
 def real_files() -> list[Path]:
     missing = [str(p) for p in REAL_FILES if not p.exists()]
     if missing:
-        pytest.skip(f"real recorded data not found: {', '.join(missing)}")
+        unavailable(f"real recorded data not found: {', '.join(missing)}")
     return REAL_FILES
 
 

@@ -9,6 +9,7 @@ import aiohttp
 import orjson
 import pytest
 import websockets
+from tests.conftest import unavailable
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -230,7 +231,7 @@ async def test_slow_consumer_is_disconnected_and_the_clock_goes_on(
     start_emulator: StartEmulator,
 ) -> None:
     if not SAMPLES:
-        pytest.skip("samples/*.ndjson.gz not found")
+        unavailable("samples/*.ndjson.gz not found")
     tape = load_tape([str(SAMPLES[0])])
     options = {"speed": 0, "queue_high_water": 200, "slow_client_seconds": 0.5}
     async with start_emulator(tape, **options) as emu, aiohttp.ClientSession() as session:
@@ -251,7 +252,7 @@ async def test_data_dump_csv_and_microsecond_times(
         / "binance-public-data-issue354.BTCUSDT-aggTrades-2021-12-14.tail10.csv"
     )
     if not csv.exists():
-        pytest.skip(f"real data-dump CSV not found: {csv}")
+        unavailable(f"real data-dump CSV not found: {csv}")
     tape = load_tape([str(csv)])
     assert len(tape.trades) == 10
     async with start_emulator(tape, speed=0) as emu:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.conftest import unavailable
 
 from tradepipe.core import MINUTE_MS, minute_of, parse_event, parse_key
 from tradepipe.sink import Checkpoint, CheckpointError, Flush, PartitionBatcher
@@ -153,7 +154,7 @@ def test_crash_between_put_and_commit_rewrites_the_same_objects(
 def real_log() -> Log:
     names = [f"cryptofeed-BINANCE-ee25be.{s}usdt.aggTrade.ndjson" for s in ("btc", "eth", "dot")]
     if not all((DATA / n).exists() for n in names):
-        pytest.skip(f"recorded trades under {DATA} are absent")
+        unavailable(f"recorded trades under {DATA} are absent")
     raw = [line for n in names for line in (DATA / n).read_bytes().splitlines() if line]
     trades = sorted(((parse_event(x), x) for x in raw), key=lambda p: (p[0].time_ms, p[0].symbol))
     return [Rec(t.symbol, t.time_ms, x) for t, x in trades]

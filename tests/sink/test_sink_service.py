@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from tests.conftest import unavailable
 
 from tradepipe.config import Settings
 from tradepipe.core import minute_of, parse_event, parse_key
@@ -45,7 +46,7 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 def recorded_trades() -> list[bytes]:
     missing = [f for f in FILES if not (DATA / f).exists()]
     if missing:
-        pytest.skip(f"recorded trades absent: {missing} (see ../shared/data/README.md)")
+        unavailable(f"recorded trades absent: {missing} (see ../shared/data/README.md)")
     lines = [x for f in FILES for x in (DATA / f).read_bytes().splitlines() if x.strip()]
     # the order a combined stream delivers them in: by trade time
     return sorted(lines, key=lambda x: (parse_event(x).time_ms, parse_event(x).symbol))

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
+from tests.conftest import unavailable
 
 from tradepipe.core import Trade, aggregate, read_file, rows_of, to_event
 from tradepipe.store import MysqlUrl, connect, fetch_texts, migrate, parse_db_url
@@ -32,7 +32,7 @@ S3_EXAMPLE = DATA / "s3-events" / "aws-lambda-developer-guide.with-s3.example-ev
 def data_file(name: str) -> Path:
     path = BINANCE / name if not name.startswith("s3-events") else DATA / name
     if not path.exists():
-        pytest.skip(f"recorded data {path} is absent (see ../shared/data/README.md)")
+        unavailable(f"recorded data {path} is absent (see ../shared/data/README.md)")
     return path
 
 

@@ -40,9 +40,11 @@ def test_overlapping_batches(db_url: str) -> None:
 def test_minute_split_in_three_delivered_in_reverse(db_url: str) -> None:
     trades = real_trades()
     minute = [t for t in trades if t.time_ms // 60_000 == trades[0].time_ms // 60_000]
-    a, b, c = minute[: len(minute) // 3], minute[len(minute) // 3 : 2 * len(minute) // 3], minute[
-        2 * len(minute) // 3 :
-    ]
+    a, b, c = (
+        minute[: len(minute) // 3],
+        minute[len(minute) // 3 : 2 * len(minute) // 3],
+        minute[2 * len(minute) // 3 :],
+    )
     store = Store(db_url)
     for part in (c, b, a):
         store.upsert(part)

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+from tests.conftest import unavailable
 
 from tradepipe.core import MINUTE_MS, parse_event, parse_key
 
@@ -153,7 +154,7 @@ def test_delivery_guarantees(config: dict[str, Any], sink: dict[str, Any]) -> No
 
 def _sample_events(limit: int = 50) -> list[dict[str, Any]]:
     if not SAMPLE.exists():
-        pytest.skip(f"recorded sample {SAMPLE} is absent (see ../shared/data/README.md)")
+        unavailable(f"recorded sample {SAMPLE} is absent (see ../shared/data/README.md)")
     lines = SAMPLE.read_bytes().splitlines()[:limit]
     return [orjson.loads(line) for line in lines]
 
