@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "TRADEPIPE_"
+# The producer's resume state inside systemd's $STATE_DIRECTORY (StateDirectory=tradepipe).
+STATE_FILE_NAME = "producer-state.json"
 
 
 class ConfigError(ValueError):
@@ -56,6 +58,12 @@ def _positive(value: float) -> float:
     return value
 
 
+def _nonempty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
 def _check(fn: typing.Callable[[Any], Any]) -> dict[str, Any]:
     return {"check": fn}
 
@@ -78,6 +86,14 @@ class FeedSettings:
     # Our share of Binance's per-IP REST weight budget (6000/min); aggTrades costs 4.
     rest_weight_per_minute: int = field(default=1200, metadata=_check(_positive))
     quarantine_max_bytes: int = field(default=100 * 1024 * 1024, metadata=_check(_positive))
+    # Resume state (last acknowledged id per symbol). Under systemd, $STATE_DIRECTORY (the unit's
+    # StateDirectory=) decides instead, unless TRADEPIPE_FEED_STATE_PATH is set explicitly.
+    state_path: str = field(default="./data/producer-state.json", metadata=_check(_nonempty))
+    # A resume further behind than this many trades per symbol backfills only the newest ones;
+    # the older ids are skipped, counted in tradepipe_gap_unfilled_trades_total and logged.
+    max_resume_trades: int = field(default=200_000, metadata=_check(_positive))
+    # How long start-up may spend reading the topic's tail and checking it against REST.
+    resume_timeout_seconds: float = field(default=15.0, metadata=_check(_positive))
 
 
 @dataclass(frozen=True)
@@ -187,6 +203,11 @@ class Settings:
             sections[top.name] = _load_section(top.name, section_cls, raw, environ)
         if data:
             raise ConfigError(f"unknown config section(s): {', '.join(sorted(data))}")
+        state_dir = _state_directory(environ)
+        if state_dir is not None and f"{ENV_PREFIX}FEED_STATE_PATH" not in environ:
+            sections["feed"] = dataclasses.replace(
+                sections["feed"], state_path=str(Path(state_dir) / STATE_FILE_NAME)
+            )
         return cls(**sections)
 
     def replace(self, **sections: Any) -> Settings:
@@ -196,6 +217,17 @@ class Settings:
             for name, values in sections.items()
         }
         return dataclasses.replace(self, **changed)
+
+
+def _state_directory(environ: Mapping[str, str]) -> str | None:
+    """systemd's ``$STATE_DIRECTORY`` (a colon-separated list when the unit names several:
+    the first is ours); ``None`` when unset or empty."""
+    first = environ.get("STATE_DIRECTORY", "").split(":")[0].strip()
+    if not first:
+        return None
+    if not Path(first).is_absolute():
+        raise ConfigError(f"STATE_DIRECTORY: {first!r} is not an absolute path")
+    return first
 
 
 def _hints(cls: type) -> dict[str, Any]:

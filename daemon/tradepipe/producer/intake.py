@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -62,10 +62,15 @@ class Intake:
         quarantine: Quarantine,
         max_held: int = 20_000,
         on_gap: Callable[[], None] = lambda: None,
+        last_ids: Mapping[str, int] | None = None,
     ) -> None:
         self.outbox, self.metrics, self.quarantine = outbox, metrics, quarantine
         self.on_gap = on_gap
-        self.sequencers = {s.upper(): Sequencer(s.upper(), max_held) for s in symbols}
+        resumed = last_ids or {}  # a restart: where each symbol left off (producer/resume.py)
+        self.sequencers = {
+            s.upper(): Sequencer(s.upper(), max_held, last_id=resumed.get(s.upper()))
+            for s in symbols
+        }
         self.last_message_at: float | None = None  # monotonic
         self._received = {s: metrics.received.labels(s) for s in self.sequencers}
 

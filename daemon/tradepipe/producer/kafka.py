@@ -8,6 +8,21 @@ aiokafka's default partitioner (murmur2 of the key), as ``send(key=...)`` would.
 
 On start the topic is created if missing with ``retention.ms`` and ``segment.ms`` from the
 settings; "already exists" comes back as an error code in the response, not an exception.
+
+Poison records (the rules for what Kafka refuses for ever):
+
+1. A record larger than ``kafka.max_batch_size`` (key + value) is refused here, before it is
+   sent: the broker's ``message.max.bytes`` (about 1 MB) would refuse it for ever.
+2. A batch the broker refuses with a per-record, non-retriable error (``InvalidTimestamp`` --
+   a trade time more than ``message.timestamp.after.max.ms``, 1 h by default, ahead of the
+   broker's clock --, ``MessageSizeTooLarge``, ``RecordListTooLarge``, ``CorruptRecord``)
+   leaves the idempotent producer unusable: its sequence numbers went on without the broker,
+   so every later batch of that partition fails with ``OutOfOrderSequenceNumber``. The
+   producer is rebuilt (a new producer id) and the records of the failed batches are sent
+   again one by one, in order; each one refused again is set aside (rebuilding once more).
+3. Those set aside are raised as :class:`RecordsRejected` once everything else of the chunk
+   is acknowledged; the publisher quarantines them. Any other error (retriable, a timeout, an
+   unknown error code) is :class:`SinkUnavailable`: the whole chunk is retried.
 """
 
 from __future__ import annotations
@@ -20,16 +35,39 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.partitioner import DefaultPartitioner
 
 from tradepipe.config import KafkaSettings
 from tradepipe.producer.records import Record
-from tradepipe.producer.sink import SinkUnavailable
+from tradepipe.producer.sink import RecordsRejected, Rejection, SinkUnavailable
 
 log = structlog.get_logger(__name__)
 _TOPIC_EXISTS = TopicAlreadyExistsError.errno
 STOP_TIMEOUT = 10.0
+# rule 2: what the broker refuses for ever because of the records themselves (metric labels)
+REFUSED: dict[type[KafkaError], str] = {
+    InvalidTimestampError: "kafka_invalid_timestamp",
+    MessageSizeTooLargeError: "kafka_record_too_large",
+    RecordListTooLargeError: "kafka_record_too_large",
+    CorruptRecordException: "kafka_invalid_record",
+}
+_REFUSED = tuple(REFUSED)
+
+
+def refusal_reason(exc: BaseException) -> str | None:
+    for cls, reason in REFUSED.items():
+        if isinstance(exc, cls):
+            return reason
+    return None
 
 
 async def ensure_topic(settings: KafkaSettings, partitions: int = 1) -> bool:
@@ -78,6 +116,9 @@ class KafkaTradeSink:
     async def start(self) -> None:
         if self.create_topic:
             await ensure_topic(self.settings)
+        await self._start_producer()
+
+    async def _start_producer(self) -> None:
         s = self.settings
         producer = AIOKafkaProducer(
             bootstrap_servers=s.bootstrap_servers,
@@ -101,11 +142,75 @@ class KafkaTradeSink:
         self._partitions = sorted(partitions)
         log.info("kafka_producer_started", topic=s.topic, partitions=len(self._partitions))
 
+    async def _rebuild(self) -> None:
+        """Rule 2: a fresh producer id, so sequence numbers start over."""
+        await self.stop()
+        await self._start_producer()
+
     async def publish(self, records: Sequence[Record]) -> None:
+        rejected: list[Rejection] = []
+        limit = self.settings.max_batch_size
+        sendable: list[Record] = []
+        for rec in records:  # rule 1
+            size = len(rec.key) + len(rec.value)
+            if size > limit:
+                error = f"{size} bytes is more than kafka.max_batch_size ({limit})"
+                rejected.append(Rejection(rec, "record_too_large", error))
+            else:
+                sendable.append(rec)
+        failed = await self._send(sendable)
+        if failed:  # rule 2
+            first_error = failed[0][1]
+            log.warning("kafka_batch_refused", error=repr(first_error),
+                        records=sum(len(batch) for batch, _ in failed))  # fmt: skip
+            await self._rebuild()
+            for rec in (rec for batch, _ in failed for rec in batch):
+                again = await self._send([rec])
+                if not again:
+                    continue
+                exc = again[0][1]
+                reason = refusal_reason(exc)
+                await self._rebuild()
+                if reason is None:  # refused alone only by the sequence: not the record's fault
+                    raise SinkUnavailable(f"Kafka send failed: {exc!r}") from exc
+                rejected.append(Rejection(rec, reason, repr(exc)))
+        if rejected:  # rule 3
+            raise RecordsRejected(rejected)
+
+    async def _send(self, records: Sequence[Record]) -> list[tuple[list[Record], KafkaError]]:
+        """Send ``records`` in per-partition batches; wait for every batch. Returns the batches
+        refused as rule 2 says (with their error); raises :class:`SinkUnavailable` otherwise."""
         producer = self._producer
         if producer is None:
             raise SinkUnavailable("the Kafka producer is not started")
-        batches: dict[int, list[Any]] = {}
+        if not records:
+            return []
+        futures: list[asyncio.Future[Any]] = []
+        contents: list[list[Record]] = []
+        try:
+            for part, part_batches in self._batches(producer, records).items():
+                for batch, recs in part_batches:
+                    futures.append(await producer.send_batch(batch, self.settings.topic,
+                                                             partition=part))  # fmt: skip
+                    contents.append(recs)
+            # aiokafka retries an idempotent batch until it succeeds; past this deadline the
+            # producer is presumed wedged and is rebuilt (the publisher resends the chunk)
+            _, pending = await asyncio.wait(futures, timeout=self.delivery_timeout)
+        except KafkaError as exc:
+            for fut in futures:
+                fut.cancel()
+            raise SinkUnavailable(f"Kafka send failed: {exc!r}") from exc
+        if pending:
+            for fut in pending:
+                fut.cancel()
+            raise SinkUnavailable(f"no acknowledgement within {self.delivery_timeout:g} s")
+        return _refused(futures, contents)
+
+    def _batches(
+        self, producer: AIOKafkaProducer, records: Sequence[Record]
+    ) -> dict[int, list[tuple[Any, list[Record]]]]:
+        """Per partition, batches in record order, each with the records it holds."""
+        batches: dict[int, list[tuple[Any, list[Record]]]] = {}
         partition_of: dict[str, int] = {}
         for rec in records:
             part = partition_of.get(rec.symbol)
@@ -115,30 +220,15 @@ class KafkaTradeSink:
             open_batches = batches.setdefault(part, [])
             if (
                 not open_batches
-                or open_batches[-1].append(key=rec.key, value=rec.value, timestamp=rec.time_ms)
+                or open_batches[-1][0].append(key=rec.key, value=rec.value, timestamp=rec.time_ms)
                 is None
             ):
                 batch = producer.create_batch()
-                if batch.append(key=rec.key, value=rec.value, timestamp=rec.time_ms) is None:
-                    raise ValueError(f"record {rec.agg_id} is larger than max_batch_size")
-                open_batches.append(batch)
-        try:
-            futures = [
-                await producer.send_batch(batch, self.settings.topic, partition=part)
-                for part, part_batches in batches.items()
-                for batch in part_batches
-            ]
-            # aiokafka retries an idempotent batch until it succeeds; past this deadline the
-            # producer is presumed wedged and is rebuilt (the publisher resends the chunk)
-            await asyncio.wait_for(asyncio.gather(*futures), self.delivery_timeout)
-        except KafkaError as exc:
-            raise SinkUnavailable(f"Kafka send failed: {exc!r}") from exc
-        except TimeoutError:
-            for fut in futures:
-                fut.cancel()
-            raise SinkUnavailable(
-                f"no acknowledgement within {self.delivery_timeout:g} s"
-            ) from None
+                # the first record always fits an empty batch (rule 1 bounds its size)
+                batch.append(key=rec.key, value=rec.value, timestamp=rec.time_ms)
+                open_batches.append((batch, []))
+            open_batches[-1][1].append(rec)
+        return batches
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
@@ -147,3 +237,21 @@ class KafkaTradeSink:
             # unacknowledged is still in the outbox and will be sent again)
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 await asyncio.wait_for(producer.stop(), STOP_TIMEOUT)
+
+
+def _refused(
+    futures: Sequence[asyncio.Future[Any]], contents: Sequence[list[Record]]
+) -> list[tuple[list[Record], KafkaError]]:
+    """The batches refused as rule 2 says; any other failure raises :class:`SinkUnavailable`."""
+    failed: list[tuple[list[Record], KafkaError]] = []
+    for fut, recs in zip(futures, contents, strict=True):
+        exc = fut.exception()
+        if exc is None:
+            continue
+        if isinstance(exc, _REFUSED | OutOfOrderSequenceNumber):
+            failed.append((recs, exc))
+        elif isinstance(exc, KafkaError):
+            raise SinkUnavailable(f"Kafka send failed: {exc!r}") from exc
+        else:
+            raise exc
+    return failed

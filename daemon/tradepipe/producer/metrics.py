@@ -92,3 +92,10 @@ class ProducerMetrics:
             "trade-to-Kafka latency)",
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        # -- resume and poison records (ops-restart) --
+        self.quarantined = Counter(
+            "tradepipe_trades_quarantined",
+            "accepted aggTrades the broker refuses for ever (too large, timestamp out of range, "
+            "invalid record), written to the quarantine file instead, by reason",
+            ["symbol", "reason"], registry=r,
+        )  # fmt: skip

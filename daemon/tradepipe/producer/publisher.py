@@ -7,6 +7,12 @@ restarted (with capped, jittered backoff) and everything unacknowledged is publi
 That resend can duplicate a record the broker had in fact written before failing (a lost
 acknowledgement): delivery into the broker is at-least-once under broker faults, and readers
 de-duplicate by (symbol, aggregate id) as the whole pipeline does.
+
+A record the broker refuses for ever (:class:`RecordsRejected`: too large, a timestamp out of
+range, invalid) is not retried: it goes to the quarantine file with its reason, is counted in
+``tradepipe_trades_quarantined_total{symbol,reason}`` and logged at error level with its id;
+the rest of the chunk was acknowledged and the publisher goes on. Retrying it would wedge the
+pipeline for ever behind one record.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ import structlog
 from tradepipe.producer.backoff import Backoff
 from tradepipe.producer.metrics import ProducerMetrics
 from tradepipe.producer.outbox import Outbox
+from tradepipe.producer.quarantine import Quarantine
 from tradepipe.producer.records import Record
-from tradepipe.producer.sink import SinkUnavailable, TradeSink
+from tradepipe.producer.sink import RecordsRejected, Rejection, SinkUnavailable, TradeSink
 
 log = structlog.get_logger(__name__)
 
@@ -39,12 +46,16 @@ class Publisher:
         backoff: Backoff | None = None,
         on_ack: AckHook | None = None,
         on_started: Callable[[], None] = lambda: None,
+        quarantine: Quarantine | None = None,
+        on_settled: Callable[[Sequence[Record]], None] = lambda _: None,
     ) -> None:
         self.sink, self.outbox, self.metrics = sink, outbox, metrics
         self.max_chunk = max_chunk
         self.backoff = backoff or Backoff(base=0.2, cap=10.0, healthy_after=0.0)
         self.on_ack = on_ack
         self.on_started = on_started
+        self.quarantine = quarantine
+        self.on_settled = on_settled  # every record done with: acknowledged or quarantined
         self.started = asyncio.Event()
         self.last_ack_at: float | None = None  # monotonic
         self.last_trade_ms: dict[str, int] = {}
@@ -72,8 +83,12 @@ class Publisher:
             await self.start_sink()
         while True:
             chunk = await self.outbox.take(self.max_chunk)
+            rejected: list[Rejection] = []
             try:
                 await self.sink.publish(chunk)
+            except RecordsRejected as exc:
+                rejected = exc.rejected
+                self._quarantine(rejected)
             except SinkUnavailable as exc:
                 self.metrics.kafka_errors.inc()
                 log.warning("publish_failed", error=str(exc), unacked=len(self.outbox))
@@ -82,11 +97,25 @@ class Publisher:
                 await self.sink.stop()
                 await self.start_sink()
                 continue
-            self._acked(chunk)
+            self._acked(chunk, rejected)
 
-    def _acked(self, chunk: list[Record]) -> None:
+    def _quarantine(self, rejected: Sequence[Rejection]) -> None:
+        for r in rejected:
+            rec = r.record
+            self.metrics.quarantined.labels(rec.symbol, r.reason).inc()
+            log.error("record_quarantined", symbol=rec.symbol, agg_id=rec.agg_id,
+                      trade_time_ms=rec.time_ms, bytes=len(rec.value), reason=r.reason,
+                      error=r.error)  # fmt: skip
+            if self.quarantine is not None:
+                self.quarantine.add(r.reason, r.error, rec.value)
+
+    def _acked(self, chunk: list[Record], rejected: Sequence[Rejection] = ()) -> None:
         now = time.time()
         self.outbox.ack(len(chunk))
+        self.on_settled(chunk)
+        if rejected:
+            refused = {id(r.record) for r in rejected}
+            chunk = [rec for rec in chunk if id(rec) not in refused]
         self.last_ack_at = time.monotonic()
         per_symbol = Counter(r.symbol for r in chunk)
         for symbol, n in per_symbol.items():

@@ -1,7 +1,12 @@
 """``tradepipe produce``: the lifecycle, readable top to bottom.
 
 :func:`serve` = start-up -> tasks in one ``TaskGroup`` -> ordered shutdown when ``stop`` is
-set. It handles no signals itself: :func:`run` (the command's entry point) installs handlers
+set. Start-up resumes where the last run left off (:mod:`.resume`: the topic's tail, then the
+state file) and seeds the sequencers before the feed connects. ``READY=1`` is sent once the
+feed is connected; it does not wait for the broker (a producer started while Kafka is down
+reads, holds within the buffer bound and delivers when the broker returns).
+
+It handles no signals itself: :func:`run` (the command's entry point) installs handlers
 that only set the flag, and tests call :func:`serve` in-process with their own event.
 
 Shutdown order (bounded by ``shutdown_seconds``, well inside systemd's ``TimeoutStopSec``):
@@ -10,7 +15,8 @@ Shutdown order (bounded by ``shutdown_seconds``, well inside systemd's ``Timeout
 2. stop the backfiller (a page being fetched is abandoned: nothing half-applied);
 3. wait until every accepted record is acknowledged by the broker (or time runs out: logged
    with the number left behind);
-4. stop the publisher and the sink (flush, disconnect), then the metrics server.
+4. stop the publisher and the sink (flush, disconnect), write the state file, then the
+   metrics server.
 
 A task that crashes cancels the others and the exception propagates: the process exits
 non-zero and systemd restarts it (``Restart=on-failure``).
@@ -20,8 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -38,8 +45,11 @@ from tradepipe.producer.metrics import ProducerMetrics
 from tradepipe.producer.outbox import Outbox
 from tradepipe.producer.publisher import AckHook, Publisher
 from tradepipe.producer.quarantine import Quarantine
+from tradepipe.producer.records import Record
 from tradepipe.producer.rest import AggTradesClient
+from tradepipe.producer.resume import resume_points
 from tradepipe.producer.sink import TradeSink
+from tradepipe.producer.state import StateFile
 
 log = structlog.get_logger(__name__)
 
@@ -61,21 +71,31 @@ class Options:
 class Producer:
     """The parts, wired; :func:`serve` runs them."""
 
-    def __init__(self, settings: Settings, options: Options) -> None:
+    def __init__(
+        self, settings: Settings, options: Options, last_ids: Mapping[str, int] | None = None
+    ) -> None:
         feed, kafka = settings.feed, settings.kafka
         self.settings, self.options = settings, options
         self.metrics = options.metrics or ProducerMetrics()
         self.outbox = Outbox(kafka.buffer_max_messages)
         self.sink = options.sink if options.sink is not None else KafkaTradeSink(kafka)
+        # resume state only with Kafka: an injected sink (local mode) keeps nothing across runs
+        self.state: StateFile | None = None
+        if options.sink is None:
+            self.state = StateFile(feed.state_path, kafka.topic, feed.symbols, last_ids)
+        self.quarantine = Quarantine(feed.quarantine_path, feed.quarantine_max_bytes)
         self.publisher = Publisher(
             self.sink, self.outbox, self.metrics,
             on_ack=options.on_ack, on_started=self._maybe_ready,
+            quarantine=self.quarantine, on_settled=self._settled,
         )  # fmt: skip
         self.intake = Intake(
-            feed.symbols, self.outbox, self.metrics,
-            Quarantine(feed.quarantine_path, feed.quarantine_max_bytes),
+            feed.symbols, self.outbox, self.metrics, self.quarantine,
             max_held=int(feed.max_held), on_gap=lambda: self.backfiller.wake(),
+            last_ids=last_ids,
         )  # fmt: skip
+        for seq in self.intake.sequencers.values():
+            seq.want_catch_up()  # resumed symbols: backfill from last_id + 1 (no-op if fresh)
         self.feed = Feed(
             stream_url(feed.ws_url, feed.symbols), self.intake, self.metrics,
             rollover_seconds=feed.rollover_seconds,
@@ -114,8 +134,14 @@ class Producer:
         at = self.intake.last_message_at
         return "never" if at is None else f"{now - at:.0f} s ago"
 
+    def _settled(self, records: Sequence[Record]) -> None:
+        if self.state is not None:
+            self.state.note(records)
+
     def _maybe_ready(self) -> None:
-        if self.ready.is_set() or not self.publisher.started.is_set() or not self.feed.connected:
+        # not waiting for the broker: systemd's start timeout must not kill a producer that
+        # reads and holds trades while Kafka is down (README "Kafka down at start")
+        if self.ready.is_set() or not self.feed.connected:
             return
         self.ready.set()
         self.options.notifier.ready(f"producing {','.join(self.settings.feed.symbols)}")
@@ -139,7 +165,10 @@ class Producer:
 async def serve(settings: Settings, stop: asyncio.Event, options: Options | None = None) -> int:
     """Run the producer until ``stop`` is set; returns the exit status (0 after a clean stop)."""
     options = options or Options()
-    p = Producer(settings, options)
+    metrics = options.metrics or ProducerMetrics()
+    options = dataclasses.replace(options, metrics=metrics)
+    last_ids = await resume_points(settings, metrics) if options.sink is None else {}
+    p = Producer(settings, options, last_ids)
     log.info("starting", symbols=settings.feed.symbols, ws=settings.feed.ws_url,
              rest=settings.feed.rest_url, topic=settings.kafka.topic,
              buffer_max=settings.kafka.buffer_max_messages)  # fmt: skip
@@ -156,6 +185,8 @@ async def serve(settings: Settings, stop: asyncio.Event, options: Options | None
             reading = tg.create_task(p.feed.run(), name="feed")
             backfilling = tg.create_task(p.backfiller.run(), name="backfill")
             ticking = tg.create_task(p.watchdog(options.watchdog_seconds or 5.0), name="tick")
+            if p.state is not None:
+                saving = tg.create_task(p.state.run(), name="state")
             await stop.wait()
             # -- ordered shutdown (module docstring) --
             options.notifier.stopping("flushing to the broker")
@@ -168,8 +199,12 @@ async def serve(settings: Settings, stop: asyncio.Event, options: Options | None
             left = len(p.outbox)
             publishing.cancel()
             ticking.cancel()
+            if p.state is not None:
+                saving.cancel()
     finally:
         await p.sink.stop()
+        if p.state is not None and p.state.flush():
+            log.info("state_saved", path=str(p.state.path), last_acked=p.state.last_acked)
         await p.http.close()
         if options.serve_metrics:
             await server.stop()

@@ -13,6 +13,7 @@ sink (``stop`` then ``start``) and publishes every unacknowledged record again.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from tradepipe.producer.records import Record
@@ -22,12 +23,31 @@ class SinkUnavailable(Exception):
     """The broker cannot take records right now; retry later (the records are kept)."""
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """One record the broker refuses for ever, and why (``reason`` is a metric label)."""
+
+    record: Record
+    reason: str
+    error: str
+
+
+class RecordsRejected(Exception):
+    """Some records of a chunk can never be written (a non-retriable, per-record refusal);
+    every *other* record of the chunk was acknowledged. The publisher quarantines these."""
+
+    def __init__(self, rejected: Sequence[Rejection]) -> None:
+        super().__init__(f"{len(rejected)} record(s) refused by the broker")
+        self.rejected = list(rejected)
+
+
 class TradeSink(Protocol):
     async def start(self) -> None:
         """Connect (create the topic if needed). Raises :class:`SinkUnavailable`."""
 
     async def publish(self, records: Sequence[Record]) -> None:
-        """Publish in order; return once all are acknowledged. Raises :class:`SinkUnavailable`."""
+        """Publish in order; return once all are acknowledged. Raises :class:`SinkUnavailable`
+        (retry everything) or :class:`RecordsRejected` (the rest was acknowledged)."""
 
     async def stop(self) -> None:
         """Flush what is pending and disconnect; must not raise for an unreachable broker."""
