@@ -211,3 +211,4 @@ async def test_sigterm_and_sigkill_restarts_lose_nothing(
     resumed = [e for e in producer.events("resumed", current=False) if e["symbol"] == "BTCUSDT"]
     assert len(resumed) == RESTARTS + 2, "every start logs where it resumed"
     assert resumed[0]["source"] == "none" and all(e["source"] != "none" for e in resumed[1:])
+    assert any(e["source"] == "topic" for e in resumed), "the topic's tail was read"

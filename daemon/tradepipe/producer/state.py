@@ -133,6 +133,9 @@ class StateFile:
         self._failing = False
         self._lock = threading.Lock()
         self._generation = self._written = 0
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a kill mid-write
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
     def note(self, records: Iterable[Record]) -> None:
         """Rule 1: called with every acknowledged (or quarantined) chunk."""
