@@ -248,7 +248,7 @@ def _refused(
         exc = fut.exception()
         if exc is None:
             continue
-        if isinstance(exc, _REFUSED | OutOfOrderSequenceNumber):
+        if isinstance(exc, (*_REFUSED, OutOfOrderSequenceNumber)):
             failed.append((recs, exc))
         elif isinstance(exc, KafkaError):
             raise SinkUnavailable(f"Kafka send failed: {exc!r}") from exc
