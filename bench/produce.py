@@ -108,6 +108,7 @@ async def phase(name: str, trades: list[Trade], speed: float, args: argparse.Nam
             "TRADEPIPE_FEED_WS_URL": emu.ws_url,
             "TRADEPIPE_FEED_REST_URL": emu.rest_url,
             "TRADEPIPE_FEED_QUARANTINE_PATH": str(workdir / "quarantine.ndjson"),
+            "TRADEPIPE_FEED_STATE_PATH": str(workdir / "producer-state.json"),
             "TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS": args.kafka,
             "TRADEPIPE_KAFKA_TOPIC": topic,
             "TRADEPIPE_KAFKA_COMPRESSION_TYPE": args.compression,

@@ -166,6 +166,7 @@ class Pipeline:
             "TRADEPIPE_FEED_WS_URL": ws,
             "TRADEPIPE_FEED_REST_URL": self.replay_url,
             "TRADEPIPE_FEED_QUARANTINE_PATH": str(self.quarantine),
+            "TRADEPIPE_FEED_STATE_PATH": str(self.dir / "producer-state.json"),
             "TRADEPIPE_FEED_REST_WEIGHT_PER_MINUTE": "6000",
             "TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS": self.kafka,
             "TRADEPIPE_KAFKA_TOPIC": self.topic,

@@ -58,6 +58,7 @@ async def test_run_on_kafka_s3_and_mysql(
             "TRADEPIPE_FEED_REST_URL": ws.replace("ws://", "http://"),
             "TRADEPIPE_FEED_SYMBOLS": "btcusdt,ethusdt,dotusdt",
             "TRADEPIPE_FEED_QUARANTINE_PATH": str(tmp_path / "q.ndjson"),
+            "TRADEPIPE_FEED_STATE_PATH": str(tmp_path / "producer-state.json"),
             "TRADEPIPE_METRICS_LISTEN": "127.0.0.1:0",
             "TRADEPIPE_SINK_METRICS_LISTEN": "127.0.0.1:0",
             "TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,

@@ -86,6 +86,7 @@ def producer_settings(
             "ws_url": emu.ws_url,
             "rest_url": emu.rest_url,
             "quarantine_path": str(tmp_path / "quarantine.ndjson"),
+            "state_path": str(tmp_path / "producer-state.json"),
             "rest_weight_per_minute": 6000,
             **feed,
         },

@@ -112,6 +112,7 @@ async def test_sd_notify_and_sigterm_flush_everything_received(
                 "TRADEPIPE_FEED_WS_URL": emu.ws_url,
                 "TRADEPIPE_FEED_REST_URL": emu.rest_url,
                 "TRADEPIPE_FEED_QUARANTINE_PATH": str(tmp_path / "q.ndjson"),
+                "TRADEPIPE_FEED_STATE_PATH": str(tmp_path / "producer-state.json"),
                 "TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
                 "TRADEPIPE_KAFKA_TOPIC": fresh_topic,
                 "TRADEPIPE_METRICS_LISTEN": "127.0.0.1:0",

@@ -11,18 +11,23 @@ race that loses trades one restart in ten cannot pass by luck.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import signal
+import socket
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
+from tests.conftest import StackControl
 
 from tradepipe.replay import Emulator, Tape
 
@@ -212,3 +217,79 @@ async def test_sigterm_and_sigkill_restarts_lose_nothing(
     assert len(resumed) == RESTARTS + 2, "every start logs where it resumed"
     assert resumed[0]["source"] == "none" and all(e["source"] != "none" for e in resumed[1:])
     assert any(e["source"] == "topic" for e in resumed), "the topic's tail was read"
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(400)
+async def test_kafka_down_before_start_back_two_minutes_later(
+    real_tape: Tape,
+    start_emulator: StartEmulator,
+    kafka_bootstrap: str,
+    fresh_topic: str,
+    stack_control: StackControl,
+    tmp_path: Path,
+) -> None:
+    """The broker is down when a real ``tradepipe produce`` starts: READY comes anyway (no
+    systemd start timeout, no restart), trades are read and held within the buffer bound;
+    the broker returns two minutes later, after the market went quiet, and every trade the
+    emulator published is in Kafka."""
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.setblocking(False)
+    messages: list[str] = []
+    receiver = asyncio.create_task(_receive(notify, messages))
+    record = tmp_path / "published.ndjson"
+    try:
+        await stack_control.stop("kafka", kill=True)
+        async with start_emulator(real_tape, speed=2.0, record_path=str(record)) as emu:
+            env = producer_env(emu, kafka_bootstrap, fresh_topic, tmp_path)
+            env |= {"NOTIFY_SOCKET": str(notify_path), "TRADEPIPE_KAFKA_BUFFER_MAX_MESSAGES": "300",
+                    "TRADEPIPE_FEED_RESUME_TIMEOUT_SECONDS": "5"}  # fmt: skip
+            producer = ProducerProcess(env, tmp_path / "producer.log")
+            down_at = time.monotonic()
+            await producer.start()
+            await producer.wait_event("ready", 30)
+            ready_after = time.monotonic() - down_at
+            assert any(m.startswith("READY=1") for m in messages)
+            await asyncio.wait_for(emu.finished.wait(), 120)  # the market goes quiet
+            await asyncio.sleep(max(0.0, 120 - (time.monotonic() - down_at)))
+            assert producer.proc is not None and producer.proc.returncode is None
+            held = await _metrics((await producer.wait_event("metrics_listening"))["url"])
+            await stack_control.start("kafka")
+            want = published_ids(record)
+            got = await wait_all_in_kafka(kafka_bootstrap, fresh_topic, want, 90)
+            code = await producer.stop(signal.SIGTERM)
+    finally:
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiver
+        notify.close()
+    report = missing_report(want, got)
+    print(f"ready {ready_after:.1f} s after start with Kafka down; {report}")
+    assert want <= set(got), report
+    assert code == 0, producer.tail()
+    assert producer.events("resume_topic_unreadable", current=False), "resume fell back"
+    assert len(producer.events("ready", current=False)) == 1, "one process: no restart"
+    assert ready_after < 20
+    # while the broker was away: trades held within the bound, the rest refused for REST
+    assert 0 < held["tradepipe_buffered_messages"] <= 1.5 * 300 + 20_000
+    assert held["tradepipe_trades_deferred_total"] > 0
+    assert held["tradepipe_trades_produced_total"] == 0
+
+
+async def _metrics(url: str) -> dict[str, float]:
+    """The producer's /metrics, summed over labels."""
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[sample.name] = out.get(sample.name, 0.0) + sample.value
+    return out
+
+
+async def _receive(sock: socket.socket, into: list[str]) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        into.append((await loop.sock_recv(sock, 4096)).decode())

@@ -55,9 +55,7 @@ async def test_foreign_and_absurd_records_in_the_topic_do_not_poison_the_resume(
     ])  # fmt: skip
     async with start_emulator(real_tape, speed=3.0, start_now=True) as emu:
         await asyncio.wait_for(emu.wait_published(20), 30)
-        settings = producer_settings(emu, kafka_bootstrap, fresh_topic, tmp_path).replace(
-            feed={"state_path": str(tmp_path / "state.json")}
-        )
+        settings = producer_settings(emu, kafka_bootstrap, fresh_topic, tmp_path)
         with capture_logs() as logs:
             async with running_producer(settings) as producer:
                 await asyncio.wait_for(emu.finished.wait(), 120)

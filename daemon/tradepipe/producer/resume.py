@@ -100,10 +100,15 @@ def _ours(record: Any, symbol: str) -> int | None:
 
 
 async def read_topic_tail(
-    bootstrap: str, topic: str, symbols: Sequence[str], request_timeout_ms: int = 10_000
+    bootstrap: str,
+    topic: str,
+    symbols: Sequence[str],
+    request_timeout_ms: int = 10_000,
+    tail: TopicTail | None = None,
 ) -> TopicTail:
-    """Rule 1 and 2; raises :class:`KafkaError` (or ``OSError``) when the broker cannot answer."""
-    tail = TopicTail()
+    """Rule 1 and 2, filling ``tail`` as it goes (so a caller that times out keeps what was
+    found); raises :class:`KafkaError` (or ``OSError``) when the broker cannot answer."""
+    tail = tail if tail is not None else TopicTail()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -251,18 +256,19 @@ async def resume_points(settings: Settings, metrics: ProducerMetrics) -> dict[st
         log.error("state_file_unusable", path=str(state_path), error=str(exc),
                   moved_to=str(aside) if aside else None)  # fmt: skip
         state = {}
-    topic: dict[str, int] = {}
+    tail = TopicTail()
+    topic = tail.last_ids  # what was found, even if the read did not finish (rule 5)
     try:
         async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
-            tail = await read_topic_tail(
-                kafka.bootstrap_servers, kafka.topic, symbols, kafka.request_timeout_ms
+            await read_topic_tail(
+                kafka.bootstrap_servers, kafka.topic, symbols, kafka.request_timeout_ms, tail
             )
-        topic = tail.last_ids
         log.info("resume_topic_read", topic=kafka.topic, scanned=tail.scanned,
                  foreign=tail.foreign, last_ids=topic)  # fmt: skip
     except (KafkaError, OSError, TimeoutError) as exc:
         log.warning("resume_topic_unreadable", topic=kafka.topic, error=repr(exc),
-                    fallback="state file", state_path=str(state_path))  # fmt: skip
+                    found=dict(topic), fallback="state file",
+                    state_path=str(state_path))  # fmt: skip
     to_check = [s for s in symbols if s in topic or s in state]
     newest: Mapping[str, int | None] = {}
     if to_check:
