@@ -145,3 +145,48 @@ async def test_poison_in_the_feed_is_quarantined_and_the_rest_flows(
     assert set(quarantined(qpath)) == {1100, 1101}
     assert counted + malformed == 2
     assert reconnects == 0, "a 2 MB frame is within the WebSocket's max_size (4 MiB)"
+
+
+async def test_a_frame_over_max_size_closes_the_connection_and_nothing_is_lost(
+    start_emulator: StartEmulator,
+    running_producer: RunningProducer,
+    kafka_bootstrap: str,
+    fresh_topic: str,
+    tmp_path: Path,
+) -> None:
+    """A 5 MiB frame is over the WebSocket client's ``max_size`` (4 MiB): the client closes
+    the connection (1009, message too big), the feed reconnects, and REST fills in whatever
+    was published meanwhile -- a deliberate, counted reconnect, not a crash."""
+    t0 = int(time.time() * 1000)
+    trades = [
+        Trade(
+            "BTCUSDT",
+            5000 + i,
+            Decimal("7.5"),
+            Decimal("1"),
+            5000 + i,
+            5000 + i,
+            t0 + (10 * i if i < 100 else 3_000 + 10 * i),
+            i % 3 == 0,
+        )
+        for i in range(200)
+    ]
+    tape = tape_of(trades)
+    async with start_emulator(tape, speed=1.0) as emu:
+        settings = producer_settings(emu, kafka_bootstrap, fresh_topic, tmp_path,
+                                     symbols=["btcusdt"], backoff_max_seconds=0.5)  # fmt: skip
+        async with running_producer(settings) as producer:
+            await asyncio.wait_for(emu.wait_published(100), 30)
+            huge = value(4999, int(time.time() * 1000), pad=5 * 2**20)
+            assert emu.inject_raw(b'{"stream":"btcusdt@aggTrade","data":' + huge + b"}") == 1
+            await asyncio.wait_for(emu.finished.wait(), 30)
+            seq = producer.intake.sequencers["BTCUSDT"]
+            async with asyncio.timeout(60):
+                while True:
+                    if seq.last_id == 5199 and seq.missing() is None and not producer.outbox:
+                        break
+                    await asyncio.sleep(0.05)
+            reconnects = producer.metrics.registry.get_sample_value("tradepipe_ws_reconnects_total")
+        records = await read_topic(kafka_bootstrap, fresh_topic, 200, 15)
+    assert ids_by_symbol(records) == {"BTCUSDT": list(range(5000, 5200))}
+    assert reconnects == 1

@@ -167,11 +167,11 @@ async def serve(settings: Settings, stop: asyncio.Event, options: Options | None
     options = options or Options()
     metrics = options.metrics or ProducerMetrics()
     options = dataclasses.replace(options, metrics=metrics)
-    last_ids = await resume_points(settings, metrics) if options.sink is None else {}
-    p = Producer(settings, options, last_ids)
     log.info("starting", symbols=settings.feed.symbols, ws=settings.feed.ws_url,
              rest=settings.feed.rest_url, topic=settings.kafka.topic,
              buffer_max=settings.kafka.buffer_max_messages)  # fmt: skip
+    last_ids = await resume_points(settings, metrics) if options.sink is None else {}
+    p = Producer(settings, options, last_ids)
     server = p.server = MetricsServer(p.metrics.registry, p.health, settings.metrics.listen)
     if options.serve_metrics:
         await server.start()
