@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 from structlog.testing import capture_logs
 
 from tradepipe.config import KafkaSettings
 from tradepipe.producer import ensure_topic
+from tradepipe.producer.resume import choose
 from tradepipe.producer.state import StateFile
 from tradepipe.replay import Tape
 
@@ -122,3 +124,24 @@ async def test_a_resume_further_behind_than_max_resume_trades_is_bounded_and_cou
     gap = [e for e in logs if e["event"] == "gap_unfilled"]
     assert [(e["first"], e["last"], e["count"]) for e in gap] == [(first + 1, last - 100, skipped)]
     assert gap[0]["log_level"] == "error"
+
+
+@pytest.mark.parametrize(
+    ("topic", "state", "newest", "want"),
+    [
+        (None, None, 500, (None, "none", 0)),  # a first start
+        (100, 90, 500, (100, "topic", 0)),  # the newer wins: the topic
+        (90, 100, 500, (100, "state", 0)),  # ... or the state file (topic records deleted)
+        (100, 100, 500, (100, "topic", 0)),
+        (None, 100, None, (100, "state", 0)),  # broker down, REST silent: unchecked
+        (10**15, 100, 500, (100, "state", 0)),  # an absurd topic id: the state file instead
+        (10**15, 10**14, 500, (None, "none", 0)),  # nothing sane: start from the live stream
+        (100, None, 1000, (500, "topic", 400)),  # 900 behind, bound 500: skip 400
+        (100, None, 600, (100, "topic", 0)),  # exactly at the bound
+    ],
+)
+def test_choose(
+    topic: int | None, state: int | None, newest: int | None, want: tuple[int | None, str, int]
+) -> None:
+    r = choose("BTCUSDT", topic, state, newest, max_trades=500)
+    assert (r.last_id, r.source, r.skipped) == want
