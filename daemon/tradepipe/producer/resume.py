@@ -22,8 +22,9 @@ Rules (run once at start, before the feed connects):
    ``max_resume_trades``, only the newest ``max_resume_trades`` ids are fetched; the older
    ones are skipped, counted in ``tradepipe_gap_unfilled_trades_total`` and logged with the
    range. When REST cannot answer, the candidate is used unchecked (logged).
-5. The whole start-up step is bounded by ``feed.resume_timeout_seconds``; what it could not
-   finish in time falls back as rule 3 and 4 say (state file; unchecked).
+5. The whole start-up step is bounded by ``feed.resume_timeout_seconds`` (two thirds of it
+   for the topic); what it could not finish in time falls back as rules 3 and 4 say (what
+   was found so far and the state file; unchecked).
 
 The resumed ids seed the sequencers (``Sequencer(last_id=...)``), which then ask for an
 open-ended catch-up: the backfill fetches ``fromId = last_id + 1`` pages, merged with the live
@@ -35,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,13 +189,16 @@ async def _scan_partition(
 
 
 async def newest_ids(
-    rest_url: str, symbols: Sequence[str], weight_per_minute: int
+    rest_url: str,
+    symbols: Sequence[str],
+    weight_per_minute: int,
+    out: dict[str, int | None] | None = None,
 ) -> dict[str, int | None]:
     """Rule 4: the exchange's newest aggregate id per symbol (``None`` where REST did not say),
-    requests paced within our REST weight budget."""
+    requests paced within our REST weight budget, filling ``out`` as answers come."""
     url = rest_url.rstrip("/") + "/api/v3/aggTrades"
     interval = 60.0 * AGG_TRADES_WEIGHT / weight_per_minute
-    out: dict[str, int | None] = {}
+    out = out if out is not None else {}
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         for i, symbol in enumerate(symbols):
@@ -258,8 +262,8 @@ async def resume_points(settings: Settings, metrics: ProducerMetrics) -> dict[st
         state = {}
     tail = TopicTail()
     topic = tail.last_ids  # what was found, even if the read did not finish (rule 5)
-    try:
-        async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+    try:  # two thirds of the time for the topic, the rest (at least) for the REST check
+        async with asyncio.timeout(feed.resume_timeout_seconds * 2 / 3):
             await read_topic_tail(
                 kafka.bootstrap_servers, kafka.topic, symbols, kafka.request_timeout_ms, tail
             )
@@ -270,13 +274,14 @@ async def resume_points(settings: Settings, metrics: ProducerMetrics) -> dict[st
                     found=dict(topic), fallback="state file",
                     state_path=str(state_path))  # fmt: skip
     to_check = [s for s in symbols if s in topic or s in state]
-    newest: Mapping[str, int | None] = {}
+    newest: dict[str, int | None] = {}
     if to_check:
         try:
             async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
-                newest = await newest_ids(feed.rest_url, to_check, feed.rest_weight_per_minute)
+                await newest_ids(feed.rest_url, to_check, feed.rest_weight_per_minute, newest)
         except TimeoutError:
-            log.warning("resume_unchecked", symbols=to_check, why="resume_timeout_seconds")
+            unchecked = [s for s in to_check if newest.get(s) is None]
+            log.warning("resume_unchecked", symbols=unchecked, why="resume_timeout_seconds")
     out: dict[str, int] = {}
     for symbol in symbols:
         r = choose(symbol, topic.get(symbol), state.get(symbol), newest.get(symbol),
