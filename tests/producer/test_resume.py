@@ -55,7 +55,7 @@ async def test_foreign_and_absurd_records_in_the_topic_do_not_poison_the_resume(
         # trade a duplicate; the REST check refuses it
         (b"BTCUSDT", trade("BTCUSDT", 10**15), now),
     ])  # fmt: skip
-    async with start_emulator(real_tape, speed=3.0, start_now=True) as emu:
+    async with start_emulator(real_tape, speed=10.0, start_now=True) as emu:
         await asyncio.wait_for(emu.wait_published(20), 30)
         settings = producer_settings(emu, kafka_bootstrap, fresh_topic, tmp_path)
         with capture_logs() as logs:
