@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tradepipe.core import decode
 from tradepipe.producer.backoff import AttemptLimiter, Backoff
 from tradepipe.producer.intake import Intake, Signal, inner_value
 from tradepipe.producer.metrics import ProducerMetrics
@@ -183,12 +184,12 @@ REAL = (
 
 def test_inner_value_is_the_data_object_exactly_as_received() -> None:
     obj = orjson.loads(REAL)["data"]
-    value = inner_value(REAL, obj)
+    value = inner_value(REAL, decode(REAL))
     assert value.startswith(b'{"e":"aggTrade"') and value.endswith(b'"M":true}')
     assert orjson.loads(value) == obj
     assert b'"57983.27000000"' in value  # decimal text untouched
     tricky = b'{"stream":"x\\",\\"data\\":1","data":{"a":1}}'
-    assert orjson.loads(inner_value(tricky, {"a": 1})) == {"a": 1}
+    assert orjson.loads(inner_value(tricky, decode(tricky))) == {"a": 1}
 
 
 def make_intake(tmp_path: Path, max_records: int = 100) -> tuple[Intake, Outbox, list[int]]:

@@ -62,7 +62,7 @@ def trades_of(key: str, body: bytes) -> tuple[list[Trade], int]:
     """An object's trades and the number of rejected lines (the sink writes only valid ones)."""
     trades: list[Trade] = []
     rejected = 0
-    for item in iter_trades(decompress(body, key), key):
+    for item in iter_trades(decompress(body, key), key, None, int(time.time() * 1000)):
         if isinstance(item, Rejected):
             rejected += 1
             log.warning("object_line_rejected", key=key, line=item.lineno, error=str(item.error))

@@ -1,4 +1,4 @@
-"""The fast path for NDJSON gives exactly what the ordinary path gives: rows and rejects."""
+"""The bulk path (aggregate_lines: no Trade per line) gives what iter_trades + aggregate give."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tests.core.helpers import BASE_T, event
 
 from tradepipe.core import Rejected, Trade, aggregate, iter_trades
 from tradepipe.core.aggregate import Aggregator
-from tradepipe.core.fastpath import aggregate_ndjson
+from tradepipe.core.sources import aggregate_lines
 
 texts = st.sampled_from(
     [
@@ -75,6 +75,6 @@ def test_fast_path_equals_ordinary_path(body: list[bytes]) -> None:
         (r.lineno, r.raw, r.error.reason) for r in ordinary if isinstance(r, Rejected)
     ]
     agg = Aggregator()
-    rejects = list(aggregate_ndjson(io.BytesIO(data), "x", agg))
+    rejects = list(aggregate_lines(io.BytesIO(data), "x", agg))
     assert agg.result() == expected_rows
     assert [(r.lineno, r.raw, r.error.reason) for r in rejects] == expected_rejects
