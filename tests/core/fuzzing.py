@@ -52,6 +52,16 @@ def reference(raw: bytes, symbol: str | None = None, now_ms: int | None = None) 
     return reference_object(obj, symbol, now_ms)
 
 
+MAX_DEPTH = 32
+
+
+def _too_deep(obj: Any, level: int = 1) -> bool:
+    if level > MAX_DEPTH:
+        return True
+    children = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else ()
+    return any(_too_deep(c, level + 1) for c in children if isinstance(c, dict | list))
+
+
 class Huge:
     """An integer too long for ``int()`` (over 4,000 digits): no field's type accepts it."""
 
@@ -74,6 +84,8 @@ def _no_surrogates(obj: Any) -> None:
 
 
 def reference_object(obj: Any, symbol: str | None = None, now_ms: int | None = None) -> Any:
+    if isinstance(obj, dict | list) and _too_deep(obj):
+        return None
     try:
         return _reference(obj, symbol, now_ms)
     except Refused:

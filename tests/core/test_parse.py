@@ -101,7 +101,8 @@ REJECTIONS: list[tuple[str, bytes | str | dict[str, Any] | None]] = [
     ("bad_encoding", line().decode() + "\ud800"),
     ("too_large", b"[" * 100_000),  # the 100,000 levels: RecursionError before
     ("too_deep", DEEP),
-    ("not_an_object", b"[" * 30_000),  # refused at the first byte
+    ("too_deep", b"[" * 30_000),
+    ("not_an_object", b"[" * 30),  # refused at the first byte
     ("too_deep", {"stream": "btcusdt@aggTrade", "data": nested(5000)}),
     ("too_deep", line(x=1).replace(b'"x":1', b'"x":' + b"[" * 5000 + b"]" * 5000)),
     ("invalid_json", b'{"e":"aggTrade",'),

@@ -9,10 +9,10 @@ this order; the first rule an input breaks names its :class:`~tradepipe.core.err
 
 1. ``None``, or nothing but whitespace -> ``empty``.
 2. Over ``MAX_LINE_BYTES`` (64 KiB; an event is ~200 bytes) -> ``too_large``.
-3. Not UTF-8 anywhere in the line (a ``str`` with lone surrogates too) -> ``bad_encoding``;
-   a lone surrogate *escape* (``"\\ud800"``) is refused by the decoder -> ``invalid_json``.
-4. Nested deeper than the decoder's recursion limit (anywhere, even in an ignored field)
-   -> ``too_deep``; any other JSON syntax error (NaN, trailing bytes, ...) -> ``invalid_json``.
+3. Not UTF-8 anywhere in the line (a ``str`` with lone surrogates too) -> ``bad_encoding``.
+4. Arrays/objects nested over ``MAX_DEPTH`` (32) levels, anywhere, even in an ignored field
+   -> ``too_deep`` (never a ``RecursionError``); any other JSON syntax error (NaN, trailing
+   bytes, a lone surrogate escape, ...) -> ``invalid_json``.
 5. Not an object, or a combined-stream wrapper's ``data`` not an object -> ``not_an_object``.
    A number out of the decoder's range (``1e400``) -> the reason of the field holding it.
    Unknown fields are ignored (Vector adds some); of repeated keys, the last wins.
@@ -65,6 +65,7 @@ Message = bytes | bytearray | memoryview | str | Mapping[str, Any] | None
 Fields = tuple[str, int, int, int, int, int, int, bool]
 
 MAX_LINE_BYTES = 64 * 1024
+MAX_DEPTH = 32  # nesting of arrays/objects; an aggTrade in a wrapper is 2
 MAX_ID = 2**53 - 1
 MAX_SPAN = 2**24
 # Plausible trade times: 2010-01-01 .. 2100-01-01 (Binance opened in 2017; leave room).
@@ -150,6 +151,8 @@ def decode_bytes(line: bytes | bytearray | memoryview) -> Wire:
         raise ParseError(Reason.TOO_LARGE, f"{len(line)} bytes, over {MAX_LINE_BYTES}")
     if isinstance(line, memoryview):
         line = line.tobytes()
+    if line.count(b"[") + line.count(b"{") > MAX_DEPTH and _depth(line) > MAX_DEPTH:
+        raise ParseError(Reason.TOO_DEEP, f"JSON nested over {MAX_DEPTH} levels")
     if not line.isascii():  # (msgspec checks UTF-8 only in the strings it keeps)
         try:
             line.decode("utf-8")
@@ -167,8 +170,37 @@ def decode_bytes(line: bytes | bytearray | memoryview) -> Wire:
         raise ParseError(Reason.TOO_DEEP, "JSON nested too deeply") from None
 
 
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def _depth(line: bytes | bytearray) -> int:
+    """The deepest nesting of arrays/objects in JSON text (strings skipped)."""
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(_STRING.sub(b"", line)):
+        depth += 1 if bracket in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _object_depth(obj: object, limit: int) -> bool:
+    """Whether ``obj`` nests lists/dicts deeper than ``limit`` (iterative: no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        item, level = stack.pop()
+        if level > limit:
+            return True
+        values = item.values() if isinstance(item, Mapping) else item
+        for value in values:  # type: ignore[attr-defined]
+            if isinstance(value, Mapping | list | tuple):
+                stack.append((value, level + 1))
+    return False
+
+
 def from_mapping(obj: Mapping[str, Any]) -> Wire:
     """An already-decoded object (a REST element) -> a Wire; rules 4-5 as for bytes."""
+    if _object_depth(obj, MAX_DEPTH):
+        raise ParseError(Reason.TOO_DEEP, f"object nested over {MAX_DEPTH} levels")
     try:
         return msgspec.convert(obj if isinstance(obj, dict) else dict(obj), Wire)
     except msgspec.ValidationError as exc:
