@@ -143,14 +143,15 @@ def decode(message: Message) -> Wire:
             message = message.encode()
         except UnicodeEncodeError as exc:
             raise ParseError(Reason.BAD_ENCODING, f"text is not valid Unicode: {exc}") from None
+    elif isinstance(message, memoryview):
+        message = message.tobytes()
     return decode_bytes(message)
 
 
-def decode_bytes(line: bytes | bytearray | memoryview) -> Wire:
+def decode_bytes(line: bytes | bytearray) -> Wire:
+    """Rules 2-5 for one line (the bulk readers call this directly)."""
     if len(line) > MAX_LINE_BYTES:
         raise ParseError(Reason.TOO_LARGE, f"{len(line)} bytes, over {MAX_LINE_BYTES}")
-    if isinstance(line, memoryview):
-        line = line.tobytes()
     if line.count(b"[") + line.count(b"{") > MAX_DEPTH and _depth(line) > MAX_DEPTH:
         raise ParseError(Reason.TOO_DEEP, f"JSON nested over {MAX_DEPTH} levels")
     if not line.isascii():  # (msgspec checks UTF-8 only in the strings it keeps)
