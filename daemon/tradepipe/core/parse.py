@@ -4,8 +4,8 @@ Every shell -- the producer (WebSocket frames, REST elements), the sink (Kafka v
 Lambda, ``tradepipe aggregate``/``load`` and local mode -- goes through the same two steps, in
 this order; the first rule an input breaks names its :class:`~tradepipe.core.errors.Reason`.
 
-**Step 1, decode** (:func:`decode`): one msgspec decode into :class:`Wire`, whose fields are all
-``Any`` so that step 2 sees the values as sent and can name what is wrong with each.
+**Step 1, decode** (:func:`decode`): one msgspec decode into :class:`Wire`, whose field types
+are checked in C while decoding (the part of rules 7-13 a type can say).
 
 1. ``None``, or nothing but whitespace -> ``empty``.
 2. Over ``MAX_LINE_BYTES`` (64 KiB; an event is ~200 bytes) -> ``too_large``.
@@ -14,8 +14,10 @@ this order; the first rule an input breaks names its :class:`~tradepipe.core.err
    -> ``too_deep`` (never a ``RecursionError``); any other JSON syntax error (NaN, trailing
    bytes, a lone surrogate escape, ...) -> ``invalid_json``.
 5. Not an object, or a combined-stream wrapper's ``data`` not an object -> ``not_an_object``.
-   A number out of the decoder's range (``1e400``) -> the reason of the field holding it.
-   Unknown fields are ignored (Vector adds some); of repeated keys, the last wins.
+   A field of the wrong JSON type (an id that is a string, a float or ``true``; ``p`` not a
+   string; ``m`` not a boolean; ...), an id outside ``0..MAX_ID``, or a number beyond the
+   decoder's range (``1e400``) -> the reason of that field's rule below. Unknown fields are
+   ignored (Vector adds some); of repeated keys, the last wins.
 
 **Step 2, validate** (:func:`check`, and :func:`validate` which makes the Trade):
 
@@ -41,7 +43,7 @@ this order; the first rule an input breaks names its :class:`~tradepipe.core.err
 13. ``m`` is a JSON boolean -> else ``bad_flag``.
 
 :func:`check` returns the validated values as plain :data:`Fields` (amounts as integers of
-1e-8 units): the bulk path (``core/fastpath.py``) aggregates those directly, and
+1e-8 units): the bulk path (``core/sources.aggregate_lines``) aggregates those directly, and
 :func:`validate` turns the very same tuple into a :class:`Trade`, so there is no second set of
 rules. A data-dump CSV row is mapped onto a :class:`Wire` (:func:`csv_wire`, ``bad_csv`` when
 the columns are wrong) and takes step 2 like any event.
@@ -152,13 +154,13 @@ def decode_bytes(line: bytes | bytearray) -> Wire:
     """Rules 2-5 for one line (the bulk readers call this directly)."""
     if len(line) > MAX_LINE_BYTES:
         raise ParseError(Reason.TOO_LARGE, f"{len(line)} bytes, over {MAX_LINE_BYTES}")
-    if line.count(b"[") + line.count(b"{") > MAX_DEPTH and _depth(line) > MAX_DEPTH:
-        raise ParseError(Reason.TOO_DEEP, f"JSON nested over {MAX_DEPTH} levels")
     if not line.isascii():  # (msgspec checks UTF-8 only in the strings it keeps)
         try:
             line.decode("utf-8")
         except UnicodeDecodeError as bad:
             raise ParseError(Reason.BAD_ENCODING, f"not UTF-8: {bad}") from None
+    if line.count(b"[") + line.count(b"{") > MAX_DEPTH and _depth(line) > MAX_DEPTH:
+        raise ParseError(Reason.TOO_DEEP, f"JSON nested over {MAX_DEPTH} levels")
     try:
         return _decode(line)
     except msgspec.ValidationError as exc:
@@ -176,12 +178,14 @@ _BRACKET = re.compile(rb"[\[\]{}]")
 
 
 def _depth(line: bytes | bytearray) -> int:
-    """The deepest nesting of arrays/objects in JSON text (strings skipped)."""
-    depth = deepest = 0
+    """Over ``MAX_DEPTH`` exactly when arrays/objects in JSON text (strings skipped) nest
+    deeper than that (counting stops there)."""
+    depth = 0
     for bracket in _BRACKET.findall(_STRING.sub(b"", line)):
         depth += 1 if bracket in b"[{" else -1
-        deepest = max(deepest, depth)
-    return deepest
+        if depth > MAX_DEPTH:
+            break
+    return depth
 
 
 def _object_depth(obj: object, limit: int) -> bool:
