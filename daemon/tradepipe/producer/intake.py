@@ -19,7 +19,7 @@ import structlog
 from msgspec import UNSET
 
 from tradepipe.core import ParseError, Reason, Wire, decode, trade_from_object, validate
-from tradepipe.core.parse import MAX_LINE_BYTES
+from tradepipe.core.parse import MAX_ID, MAX_LINE_BYTES
 from tradepipe.producer.metrics import ProducerMetrics
 from tradepipe.producer.outbox import Outbox
 from tradepipe.producer.quarantine import Quarantine
@@ -187,7 +187,7 @@ class Intake:
             except ParseError as exc:
                 self.reject(exc, raw_of(obj))
                 agg_id = obj.get("a") if isinstance(obj, dict) else None
-                if type(agg_id) is int:
+                if type(agg_id) is int and from_id <= agg_id <= MAX_ID:  # never a wild jump
                     self.skip(seq, agg_id, f"REST trade malformed: {exc.reason}")
                 continue
             if (
