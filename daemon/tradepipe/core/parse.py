@@ -5,7 +5,9 @@ Lambda, ``tradepipe aggregate``/``load`` and local mode -- goes through the same
 this order; the first rule an input breaks names its :class:`~tradepipe.core.errors.Reason`.
 
 **Step 1, decode** (:func:`decode`): one msgspec decode into :class:`Wire`, whose field types
-are checked in C while decoding (the part of rules 7-13 a type can say).
+are checked in C while decoding (the part of rules 7-13 a type can say). Bulk readers call
+:func:`decode_bytes`, which first tries the same fields with no unknown field allowed: such a
+line has had every byte checked by the decoder, so rules 3 and 4 need no scan of their own.
 
 1. ``None``, or nothing but whitespace -> ``empty``.
 2. Over ``MAX_LINE_BYTES`` (64 KiB; an event is ~200 bytes) -> ``too_large``.
@@ -97,14 +99,14 @@ _REQUIRED = ("a", "p", "q", "f", "l", "T", "m")
 Id = Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)]
 
 
-class Wire(msgspec.Struct, gc=False):
-    """An aggTrade as sent, or a combined-stream wrapper around one (``stream``, ``data``).
+class Event(msgspec.Struct, gc=False):
+    """The fields of an aggTrade as sent, or of a combined-stream wrapper (``stream``, ``data``).
 
     The types are rules 5, 7, 9, 10, 12 and 13 as far as a type says it (checked in C while
     decoding: an id is an integer in ``0..MAX_ID``, never a bool or float; ``p`` is a string,
     ``m`` a bool, ...); a value of the wrong type fails the decode with the reason of its
     field. Every field may be absent (rule 8 is :func:`check`'s), so that the producer can
-    read control messages (``e``, ``id``/``result``/``error``) through the same decode.
+    read control messages through the same decode.
     """
 
     e: str | UnsetType = UNSET
@@ -118,17 +120,37 @@ class Wire(msgspec.Struct, gc=False):
     T: int | UnsetType = UNSET
     m: bool | UnsetType = UNSET
     stream: str | UnsetType = UNSET
+    data: Event | UnsetType = UNSET
+
+    def inner(self) -> Event:
+        """The aggTrade object itself: ``data`` for a wrapper (rule 6 checks it)."""
+        return self if self.data is UNSET else self.data
+
+
+class Wire(Event, gc=False):
+    """What :func:`decode` returns: an :class:`Event` that ignores unknown fields, plus the
+    fields of the producer's control replies (``id``, ``result``, ``error``)."""
+
     data: Wire | UnsetType = UNSET
     id: Any = UNSET
     result: Any = UNSET
     error: Any = UNSET
 
     def inner(self) -> Wire:
-        """The aggTrade object itself: ``data`` for a wrapper (rule 6 checks it)."""
         return self if self.data is UNSET else self.data
 
 
+class _Plain(Event, forbid_unknown_fields=True, gc=False):
+    """An aggTrade with no field beyond Binance's own: when such a line decodes, the decoder
+    has read and checked every byte of it (UTF-8 inside strings, JSON syntax outside, no
+    skipped value that could nest), so rules 3 and 4 hold without a scan of their own."""
+
+    M: bool | UnsetType = UNSET  # Binance's "was the best price match"; not used
+    data: _Plain | UnsetType = UNSET
+
+
 _decode = msgspec.json.Decoder(Wire).decode
+_decode_plain = msgspec.json.Decoder(_Plain).decode
 
 
 # ------------------------------------------------------------------------- step 1: decode
@@ -147,11 +169,25 @@ def decode(message: Message) -> Wire:
             raise ParseError(Reason.BAD_ENCODING, f"text is not valid Unicode: {exc}") from None
     elif isinstance(message, memoryview):
         message = message.tobytes()
-    return decode_bytes(message)
+    return _decode_any(message)
 
 
-def decode_bytes(line: bytes | bytearray) -> Wire:
-    """Rules 2-5 for one line (the bulk readers call this directly)."""
+def decode_bytes(line: bytes | bytearray) -> Event:
+    """Rules 2-5 for one line of a body (what the bulk readers call): :func:`decode` without
+    the control fields, a Binance-only line taking one decode and no scan."""
+    if len(line) > MAX_LINE_BYTES:
+        raise ParseError(Reason.TOO_LARGE, f"{len(line)} bytes, over {MAX_LINE_BYTES}")
+    try:  # the common case: Binance's fields only (see _Plain: rules 3 and 4 then hold)
+        plain = _decode_plain(line)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        pass
+    else:
+        if plain.data is UNSET or plain.data.data is UNSET:
+            return plain
+    return _decode_any(line)
+
+
+def _decode_any(line: bytes | bytearray) -> Wire:
     if len(line) > MAX_LINE_BYTES:
         raise ParseError(Reason.TOO_LARGE, f"{len(line)} bytes, over {MAX_LINE_BYTES}")
     if not line.isascii():  # (msgspec checks UTF-8 only in the strings it keeps)
@@ -228,7 +264,7 @@ def _shape_error(text: str) -> ParseError:
 # ----------------------------------------------------------------------- step 2: validate
 
 
-def check(wire: Wire, symbol: str | None = None, now_ms: int | None = None) -> Fields:
+def check(wire: Event, symbol: str | None = None, now_ms: int | None = None) -> Fields:
     """Rules 6-13 (what the Wire's types leave): the validated values of one aggTrade, with
     amounts in 1e-8 units. Every line of a bulk file comes here, so the common case is a few
     identity tests and comparisons; each failure is explained by the helper its rule names.
@@ -284,7 +320,7 @@ def _id_range(f: int, l_: int) -> None:
     raise ParseError(Reason.BAD_ID, f"trade ids {f}..{l_} span over {MAX_SPAN} trades")
 
 
-def _unwrap(wire: Wire) -> Wire:
+def _unwrap(wire: Event) -> Event:
     inner = wire.inner()
     if inner.data is not UNSET:
         raise ParseError(Reason.NOT_AN_OBJECT, "a wrapper inside a wrapper")
@@ -332,7 +368,7 @@ def to_trade(fields: Fields) -> Trade:
     return Trade(s, a, units_to_decimal(p8), units_to_decimal(q8), f, l_, t, m)
 
 
-def validate(wire: Wire, symbol: str | None = None, now_ms: int | None = None) -> Trade:
+def validate(wire: Event, symbol: str | None = None, now_ms: int | None = None) -> Trade:
     """Rules 6-13 -> the :class:`Trade`. ``symbol``: the caller's (REST, CSV); ``now_ms``:
     the shell's clock, bounding trade time to what Kafka accepts."""
     return to_trade(check(wire, symbol, now_ms))
