@@ -17,6 +17,7 @@ from tradepipe.core.errors import REASONS, ParseError, Reason
 from tradepipe.core.idranges import IdRanges
 from tradepipe.core.layout import ObjectKey, parse_key, sink_object_name
 from tradepipe.core.parse import (
+    Event,
     Fields,
     Wire,
     check,
@@ -43,6 +44,7 @@ __all__ = [
     "MINUTE_MS",
     "REASONS",
     "ROW_COLUMNS",
+    "Event",
     "Fields",
     "IdRanges",
     "MinuteKey",
