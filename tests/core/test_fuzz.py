@@ -147,18 +147,43 @@ def test_the_producer_intake_counts_what_the_reference_refuses(
     assert len(lines) == (1 if expected is None else 0)
 
 
+CSV_ROW = ["3300000000", "97123.45000000", "0.01200000", "4200000000", "4200000002",
+           str((BASE_T + 3) * 1000), "True", "True"]  # fmt: skip
+CSV_KEYS = ("a", "p", "q", "f", "l", "T", "m")
+
+
+def csv_reference(cells: list[str]) -> Trade | None:
+    """The README's CSV rule: 7 or 8 columns; ids and time are ASCII digits, the flag
+    true/false/1/0 in any case, amounts as text; then the event rules."""
+    if len(cells) not in (7, 8):
+        return None
+    ev: dict[str, object] = {}
+    for name, cell in zip(CSV_KEYS, cells, strict=False):
+        text = cell.strip()
+        if name in "aflT":
+            digits = text.isascii() and text.isdigit() and len(text) <= 19
+            ev[name] = int(text) if digits else text
+        elif name == "m":
+            ev[name] = {"true": True, "1": True, "false": False, "0": False}.get(text.lower(), text)
+        else:
+            ev[name] = text
+    return reference_object(ev, "BTCUSDT")
+
+
 @given(
-    st.lists(st.one_of(st.text(max_size=25), st.sampled_from(["1", "١", "0", "true", ""])),
-             min_size=7, max_size=8)
-)  # fmt: skip
+    st.integers(0, 7),
+    st.one_of(
+        st.text(max_size=25),
+        st.sampled_from(["1", "١", "0", "true", "FALSE", "", " 7 ", "1.²", "9" * 20, "1e3"]),
+    ),
+    st.integers(6, 9),
+)
 @FUZZ
-def test_csv_rows_are_total(cells: list[str]) -> None:
-    got = outcome(parse_csv_row, cells, "BTCUSDT")
-    if got is not None:  # every accepted cell was ASCII, and read exactly
-        raw = {"a": cells[0], "p": cells[1], "q": cells[2], "f": cells[3], "l": cells[4],
-               "T": cells[5]}  # fmt: skip
-        assert all(c.strip().isascii() for c in raw.values())
-        assert str(got.agg_id) == cells[0].strip() or int(cells[0]) == got.agg_id
+def test_csv_rows_equal_the_reference(column: int, text: str, width: int) -> None:
+    cells = [*CSV_ROW, "x", "y"][:width]
+    if column < len(cells):
+        cells[column] = text.replace(",", "")
+    assert outcome(parse_csv_row, cells, "BTCUSDT") == csv_reference(cells)
 
 
 @given(st.text(max_size=40) | st.sampled_from(["1.²", "1.١", "٣", "0.1" + "0" * 50]))
