@@ -73,13 +73,19 @@ def is_csv_line(line: bytes) -> bool:
     return head[:12].lower() == b"agg_trade_id" or _CSV_ROW.match(head) is not None
 
 
+def _content(lineno: int, line: bytes) -> bytes:
+    """A line as the readers see it: line end and (on line 1) a BOM removed; empty if blank."""
+    if lineno == 1:
+        line = line.removeprefix(BOM)
+    line = line.rstrip(b"\r\n")
+    return line if line.strip() else b""
+
+
 def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
     """Non-blank lines with their 1-based numbers, line ends and a leading BOM removed."""
     for lineno, line in enumerate(lines, 1):
-        if lineno == 1:
-            line = line.removeprefix(BOM)
-        line = line.rstrip(b"\r\n")
-        if line.strip():
+        line = _content(lineno, line)
+        if line:
             yield lineno, line
 
 
@@ -166,7 +172,7 @@ def aggregate_lines(
     head: list[bytes] = []
     for line in numbered:  # the first non-empty line decides the format
         head.append(line)
-        if line.strip(BOM + b" \t\r\n"):
+        if _content(len(head), line):
             break
     body = itertools.chain(head, numbered)
     if head and is_csv_line(head[-1]):
@@ -181,9 +187,8 @@ def aggregate_lines(
         try:
             s, a, p8, q8, f, l_, t, m = check(decode_bytes(line), None, now_ms)
         except ParseError:
-            line = line.removeprefix(BOM) if lineno == 1 else line
-            line = line.rstrip(b"\r\n")
-            if not line.strip():
+            line = _content(lineno, line)
+            if not line:
                 continue
             try:  # a BOM or the line end may be all that was wrong: as iter_fields sees it
                 s, a, p8, q8, f, l_, t, m = check(decode_bytes(line), None, now_ms)
@@ -223,8 +228,8 @@ def body_is_csv(fh: io.BufferedIOBase) -> bool:
     """Whether an open body's first non-empty line (within 64 KiB) is CSV; rewinds ``fh``."""
     seen = 0
     found = False
-    for line in fh:
-        if line.strip(BOM + b" \t\r\n"):
+    for lineno, line in enumerate(fh, 1):
+        if _content(lineno, line):
             found = is_csv_line(line)
             break
         seen += len(line)
