@@ -178,12 +178,11 @@ class Intake:
             else:
                 self.skip(seq, until, "REST has no trades in the range")
             return
-        now_ms = int(time.time() * 1000)
         for obj in objs:
             try:
                 if not isinstance(obj, dict):
                     raise ParseError(Reason.NOT_AN_OBJECT, "REST element is not an object")
-                trade = trade_from_object(obj, seq.symbol, now_ms)
+                trade = trade_from_object(obj, seq.symbol, int(time.time() * 1000))
             except ParseError as exc:
                 self.reject(exc, raw_of(obj))
                 agg_id = obj.get("a") if isinstance(obj, dict) else None
