@@ -5,6 +5,9 @@
 #   make test         venv, local stack up, ruff, mypy, pytest, stack down (always); non-zero on
 #                     any failure. PYTEST_ARGS="tests/smoke -x" narrows the pytest run.
 #   make lint         ruff + mypy only
+#   make fuzz         the parser's coverage-guided fuzz target (atheris) for FUZZ_SECONDS (600);
+#                     corpus kept in fuzz/corpus/, crashing inputs in fuzz/ (make test runs
+#                     it for 20 s: tests/fuzz)
 #   make stack-up     start Kafka, MariaDB and S3 on 127.0.0.1 (scripts/stack, README "Local stack")
 #   make stack-down   stop them
 #   make lambda-zip   dist/lambda.zip for AWS Lambda (handler.handler; README "The Lambda: deployment")
@@ -78,6 +81,13 @@ test-deps:
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+FUZZ_SECONDS ?= 600
+.PHONY: fuzz
+fuzz: venv
+	mkdir -p fuzz/corpus
+	$(BIN)/python tests/fuzz/parser_target.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	  -rss_limit_mb=2048 -artifact_prefix=fuzz/ fuzz/corpus
 
 .PHONY: lambda-zip
 lambda-zip: venv

@@ -6,10 +6,13 @@ file, ``tradepipe.core``, ``tradepipe.store`` and their drivers; boto3 comes wit
 For every record of the event: the key is URL-decoded as S3 sends it (``+`` for space, ``%xx``),
 the object is read (gzip or plain NDJSON, or data-dump CSV), its trades are upserted in one
 transaction by :class:`tradepipe.store.Store` (exactness rules: ``tradepipe/store/upsert.py``).
-Bad lines are counted, logged by reason and copied verbatim to ``rejected/<key>`` (``.gz``
-dropped) in the same bucket; the good lines still count. A missing or unreadable object, a
-truncated gzip or a database failure raises, so Lambda retries the event and finally hands it
-to the failure destination; a retry is harmless because the upsert is idempotent.
+Bad lines (every :class:`tradepipe.core.ParseError`: the rules are in ``tradepipe/core/parse.py``)
+never raise: they are counted, logged by reason and copied (each capped at 64 KiB) to
+``rejected/<key>`` (``.gz`` dropped) in the same bucket *after* the upsert, so the good lines
+count even if that put fails (the retry of the event then upserts nothing new and puts
+again). A missing or unreadable object, a truncated gzip or a database failure raises, so
+Lambda retries the event and finally hands it to the failure destination; a retry is
+harmless because the upsert is idempotent.
 
 Environment:
     TRADEPIPE_DB_URL           mysql://user:password@host:port/db
@@ -159,14 +162,14 @@ def process_record(record: Mapping[str, Any], config: Config) -> dict[str, Any]:
     data = decompress(body, f"s3://{bucket}/{key}")  # truncated gzip: SourceError
     trades: list[Trade] = []
     rejected: list[Rejected] = []
-    for item in iter_trades(data, key):
+    for item in iter_trades(data, key, None, int(time.time() * 1000)):
         if isinstance(item, Trade):
             trades.append(item)
         else:
             rejected.append(item)
-    if rejected:
-        _quarantine(config, bucket, key, rejected)
     result = _store(config).upsert(trades)
+    if rejected:  # after the upsert: a failed quarantine put never holds back good trades
+        _quarantine(config, bucket, key, rejected)
     summary = {
         "bucket": bucket,
         "key": key,

@@ -127,6 +127,9 @@ class SinkSettings:
     retry_timeout_seconds: float = field(default=900.0, metadata=_check(_positive))
     # Write objects under this folder instead of S3 (same key layout); empty = S3.
     local_dir: str = ""
+    # Records that are not aggTrades (null values, foreign producers), one JSON line each,
+    # capped like the producer's (feed.quarantine_max_bytes).
+    quarantine_path: str = "./data/sink-quarantine.ndjson"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
+import msgspec
 
 BASE_T = 1_732_406_400_000  # 2024-11-24 00:00:00 UTC
 
@@ -32,4 +32,4 @@ def event(**overrides: Any) -> dict[str, Any]:
 
 
 def line(**overrides: Any) -> bytes:
-    return orjson.dumps(event(**overrides))
+    return msgspec.json.encode(event(**overrides))  # (orjson refuses ints over 64 bits)

@@ -6,16 +6,19 @@ import csv
 import gc
 import gzip
 import io
+import random
 import subprocess
 import sys
 import warnings
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
 from tests.conftest import unavailable
+from tests.core.fuzzing import bad_lines, encode, valid_event
 from tests.core.helpers import BASE_T, line
 
-from tradepipe.core import ROW_COLUMNS
+from tradepipe.core import ROW_COLUMNS, Trade, aggregate, rows_of
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "binance"
 
@@ -116,3 +119,45 @@ def test_gzip_input_closes_its_file(tmp_path: Path) -> None:
         warnings.simplefilter("error", ResourceWarning)
         assert len(list(read_file(f))) == 1
         gc.collect()
+
+
+def _independent_rows(events: list[dict[str, object]]) -> list[tuple[str, ...]]:
+    """The rows of valid events, the Trades built straight from their values (no parser)."""
+    trades = [
+        Trade(str(e["s"]), int(e["a"]), Decimal(str(e["p"])), Decimal(str(e["q"])),  # type: ignore[call-overload]
+              int(e["f"]), int(e["l"]), int(e["T"]), bool(e["m"]))  # type: ignore[call-overload]
+        for e in events
+    ]  # fmt: skip
+    return [row.texts() for row in rows_of(aggregate(trades).values())]
+
+
+def test_thousands_of_fuzzed_lines_exit_3_with_the_exact_rows_of_the_valid_ones(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(4)
+    valid = [
+        valid_event(a=a, t=BASE_T + rng.randrange(4 * 60_000), p=f"{rng.randrange(1, 10**6)}.5")
+        for a in rng.sample(range(10**6), 1500)
+    ]
+    bad = bad_lines(seed=9, count=3000)
+    lines = [encode(e) for e in valid] + bad
+    rng.shuffle(lines)
+    f = tmp_path / "mixed.ndjson"
+    f.write_bytes(b"\xef\xbb\xbf\n" + b"\n".join(lines) + b"\n")  # a BOM and a blank first line
+    rejects = tmp_path / "rejects.ndjson"
+    out = tp("aggregate", f, "--rejects", rejects)
+    assert out.returncode == 3, out.stderr[-3000:]
+    assert [tuple(r) for r in csv.reader(io.StringIO(out.stdout))][1:] == _independent_rows(valid)
+    assert "from 1500 trades; 3000 lines rejected" in out.stderr
+    assert sorted(rejects.read_bytes().splitlines()) == sorted(b[:65536] for b in bad)
+    assert "Traceback" not in out.stderr
+
+
+def test_a_foreign_first_line_does_not_make_ndjson_csv(tmp_path: Path) -> None:
+    f = tmp_path / "t.ndjson"
+    for head in (b"hello world", b"\xef\xbb\xbf" + line(a=9), b"   ", b"[1,2]"):
+        f.write_bytes(head + b"\n" + line(a=1) + b"\n" + line(a=2) + b"\n")
+        out = tp("aggregate", f, "--format", "jsonl")
+        assert out.returncode in (0, 3), out.stderr
+        (row,) = [orjson.loads(x) for x in out.stdout.splitlines()]
+        assert row["total_count_s"] == (3 if head.endswith(b"}") else 2), head

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from tests.dashboard.helpers import THREE_SYMBOLS, expected_rows, load, synthetic_trades, trades_of
 
@@ -188,3 +189,11 @@ def test_floats_are_refused_never_rounded() -> None:
         row_texts(raw)
     raw[4] = Decimal("0.1")  # what MySQL's DECIMAL gives
     assert row_texts(raw)["total_btc_b"] == "0.10000000"
+
+
+def test_integers_beyond_javascripts_exact_range_are_sent_as_text() -> None:
+    raw = ["BTCUSDT", "2024-11-24 00:00:00", 1, 0, "1", "0", "0", "0", None, None]
+    raw += [2**53, 0, 2**53 - 1, 2**53 - 1, "1", "1", "1", "1"]
+    row = row_texts(raw)
+    assert row["trades_b"] == "9007199254740992" and row["first_agg_id"] == 2**53 - 1
+    assert orjson.loads(orjson.dumps(row))["last_agg_id"] == 9007199254740991

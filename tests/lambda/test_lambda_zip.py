@@ -7,12 +7,14 @@ import gzip
 import importlib.metadata as md
 import json
 import os
+import random
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from tests.core.fuzzing import bad_lines
 from tests.store.helpers import (
     BTC_FILE,
     ETH_FILE,
@@ -79,21 +81,17 @@ def test_zip_contents_and_size(tmp_path: Path) -> None:
     assert build_zip(tmp_path / "again.zip").read_bytes() == zipped.read_bytes()  # reproducible
 
 
-def test_zip_runs_in_a_fresh_venv(
-    tmp_path: Path, s3: Any, bucket: str, db: str, s3_client_kwargs: dict[str, str]
-) -> None:
+def run_packaged(
+    tmp_path: Path, db: str, s3_client_kwargs: dict[str, str], event: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """dist/lambda.zip unpacked as Lambda does, run twice (cold, warm) on ``event`` in a fresh
+    venv holding only boto3; the handler's two return values."""
     task = tmp_path / "task"  # what Lambda unpacks to /var/task
     zipfile.ZipFile(build_zip(tmp_path / "lambda.zip")).extractall(task)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = next((venv / "lib").glob("python3*/site-packages"))
     (site / "boto3-runtime.pth").write_text(str(boto3_site(tmp_path / "runtime")) + "\n")
-
-    btc, eth = real_trades(BTC_FILE), real_trades(ETH_FILE)
-    keys = ["trades/symbol=BTCUSDT/date=2021-04-04/hour=20/minute=03/zip test.ndjson.gz",
-            "trades/symbol=ETHUSDT/date=2021-04-04/hour=20/minute=03/zip.ndjson.gz"]  # fmt: skip
-    for key, trades in zip(keys, (btc, eth), strict=True):
-        s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(ndjson(trades) + b"bad\n"))
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": str(task),
@@ -105,13 +103,22 @@ def test_zip_runs_in_a_fresh_venv(
     }
     proc = subprocess.run(
         [str(venv / "bin" / "python"), "-c", PROBE, str(task)],
-        input=json.dumps(s3_event(bucket, keys)), capture_output=True, text=True, env=env,
+        input=json.dumps(event), capture_output=True, text=True, env=env,
         cwd=task, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    results = [
-        json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")
-    ]
+    return [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+
+
+def test_zip_runs_in_a_fresh_venv(
+    tmp_path: Path, s3: Any, bucket: str, db: str, s3_client_kwargs: dict[str, str]
+) -> None:
+    btc, eth = real_trades(BTC_FILE), real_trades(ETH_FILE)
+    keys = ["trades/symbol=BTCUSDT/date=2021-04-04/hour=20/minute=03/zip test.ndjson.gz",
+            "trades/symbol=ETHUSDT/date=2021-04-04/hour=20/minute=03/zip.ndjson.gz"]  # fmt: skip
+    for key, trades in zip(keys, (btc, eth), strict=True):
+        s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(ndjson(trades) + b"bad\n"))
+    results = run_packaged(tmp_path, db, s3_client_kwargs, s3_event(bucket, keys))
     assert results[0] == {
         "objects": 2,
         "trades": len(btc) + len(eth),
@@ -120,3 +127,20 @@ def test_zip_runs_in_a_fresh_venv(
     }
     assert results[1]["added"] == 0
     assert stored(db) == expected(btc + eth)
+
+
+def test_zip_stores_the_valid_trades_of_an_object_full_of_fuzzed_lines(
+    tmp_path: Path, s3: Any, bucket: str, db: str, s3_client_kwargs: dict[str, str]
+) -> None:
+    btc = real_trades(BTC_FILE)
+    bad = bad_lines(seed=21, count=2500)  # unicode digits, NaN, huge ints, nesting, bad UTF-8...
+    lines = ndjson(btc).splitlines() + bad
+    random.Random(2).shuffle(lines)
+    key = "trades/symbol=BTCUSDT/date=2021-04-04/hour=20/minute=03/fuzzed.ndjson.gz"
+    s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(b"\n".join(lines) + b"\n"))
+    cold, warm = run_packaged(tmp_path, db, s3_client_kwargs, s3_event(bucket, [key]))
+    assert cold == {"objects": 1, "trades": len(btc), "added": len(btc), "rejected": len(bad)}
+    assert warm == {"objects": 1, "trades": len(btc), "added": 0, "rejected": len(bad)}
+    assert stored(db) == expected(btc)
+    copied = s3.get_object(Bucket=bucket, Key="rejected/" + key.removesuffix(".gz"))["Body"]
+    assert sorted(copied.read().splitlines()) == sorted(b[:65536] for b in bad)  # capped

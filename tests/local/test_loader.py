@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import pytest
+from tests.core.fuzzing import bad_lines
 from tests.dashboard.helpers import THREE_SYMBOLS, expected_rows, trades_of
 
 from tradepipe.core import to_event
@@ -96,6 +97,30 @@ async def test_database_down_then_back_loses_nothing(mysql_db: str, tmp_path: Pa
         await loader.close_store()
     assert loader.unloaded_keys() == []
     conn = connect(parse_db_url(mysql_db))
+    try:
+        stored = [tuple(r) for r in fetch_texts(conn)]
+    finally:
+        conn.close()
+    assert stored == [r.texts() for r in expected_rows(trades)]
+
+
+async def test_an_object_with_fuzzed_lines_loads_its_valid_trades_and_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    trades = trades_of(THREE_SYMBOLS)[:200]
+    bad = bad_lines(seed=23, count=300)
+    body = gzip.compress(b"".join(orjson.dumps(to_event(t)) + b"\n" for t in trades)
+                         + b"\n".join(bad) + b"\n")  # fmt: skip
+    db = f"sqlite:///{tmp_path / 'local.db'}"
+    migrate_db(db)
+    loader = ObjectLoader(Store(parse_db_url(db)))
+    loader.submit("trades/fuzzed.ndjson.gz", body)
+    loader.close()
+    await asyncio.wait_for(loader.run(), 60)
+    await loader.close_store()
+    assert (loader.stats.trades, loader.stats.rejected) == (200, 300)
+    assert sum(loader.stats.rejected_by_reason.values()) == 300
+    conn = connect(parse_db_url(db))
     try:
         stored = [tuple(r) for r in fetch_texts(conn)]
     finally:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tradepipe.core import decode
 from tradepipe.producer.backoff import AttemptLimiter, Backoff
 from tradepipe.producer.intake import Intake, Signal, inner_value
 from tradepipe.producer.metrics import ProducerMetrics
@@ -183,12 +184,12 @@ REAL = (
 
 def test_inner_value_is_the_data_object_exactly_as_received() -> None:
     obj = orjson.loads(REAL)["data"]
-    value = inner_value(REAL, obj)
+    value = inner_value(REAL, decode(REAL))
     assert value.startswith(b'{"e":"aggTrade"') and value.endswith(b'"M":true}')
     assert orjson.loads(value) == obj
     assert b'"57983.27000000"' in value  # decimal text untouched
     tricky = b'{"stream":"x\\",\\"data\\":1","data":{"a":1}}'
-    assert orjson.loads(inner_value(tricky, {"a": 1})) == {"a": 1}
+    assert orjson.loads(inner_value(tricky, decode(tricky))) == {"a": 1}
 
 
 def make_intake(tmp_path: Path, max_records: int = 100) -> tuple[Intake, Outbox, list[int]]:
@@ -255,3 +256,20 @@ def test_quarantine_is_capped(tmp_path: Path) -> None:
     assert q.add("invalid_json", "not JSON", b"x" * 100)
     assert not q.add("invalid_json", "not JSON", b"y" * 200)
     assert len((tmp_path / "q.ndjson").read_bytes().splitlines()) == 1
+
+
+def test_a_malformed_rest_element_with_a_wild_id_does_not_skip_the_sequence(
+    tmp_path: Path,
+) -> None:
+    intake, box, _ = make_intake(tmp_path)
+    seq = intake.sequencers["BTCUSDT"]
+    intake.live(event(100))
+    good = {"p": "1.5", "q": "2.00000000", "f": 1, "l": 2, "T": 1617566591065, "m": True}
+    page = [{**good, "a": 2**60, "p": "1.²"}, {**good, "a": 101}]
+    intake.rest_page(seq, page, 101, None, 1000)
+    assert [r.agg_id for r in box._records] == [100, 101] and seq.last_id == 101
+    unfilled = intake.metrics.registry.get_sample_value(
+        "tradepipe_gap_unfilled_trades_total", {"symbol": "BTCUSDT"}
+    )
+    assert not unfilled
+    assert len((tmp_path / "q.ndjson").read_bytes().splitlines()) == 1  # quarantined

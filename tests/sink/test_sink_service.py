@@ -20,10 +20,12 @@ from typing import Any
 
 import aioboto3
 import aiohttp
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tests.conftest import unavailable
+from tests.core.fuzzing import bad_lines
 
 from tradepipe.config import Settings
 from tradepipe.core import minute_of, parse_event, parse_key
@@ -342,3 +344,48 @@ async def test_s3_outage_loses_nothing_and_shows_retries(
     assert_exact(objs, lines, names["topic"])
     assert server_url["retries"] >= 3
     assert sum(v._value.get() for v in metrics.put_errors._metrics.values()) >= 3
+
+
+async def test_null_and_malformed_values_are_skipped_counted_quarantined_and_it_goes_on(
+    kafka_bootstrap: str,
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client_kwargs: dict[str, str],
+    names: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Issue 11: a tombstone stopped the sink at the same offset on every restart."""
+    lines = recorded_trades()
+    pretty = orjson.dumps(orjson.loads(lines[0]), option=orjson.OPT_INDENT_2)  # spans lines
+    bad = bad_lines(seed=17, count=1500)
+    await produce(kafka_bootstrap, names["topic"], lines[1:])
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        t = parse_event(lines[0]).time_ms
+        values: list[bytes | None] = [None, pretty, *bad, None, b"", None]
+        for value in values:
+            await producer.send_and_wait(names["topic"], value, key=b"BTCUSDT", timestamp_ms=t)
+    finally:
+        await producer.stop()
+    settings = sink_settings(
+        kafka_bootstrap, s3_endpoint, s3_bucket, names["topic"], names["group"], names["prefix"]
+    ).replace(sink={"quarantine_path": str(tmp_path / "sink-quarantine.ndjson")})
+    metrics = SinkMetrics()
+    async with running(settings, metrics) as task:
+        objs = await wait_for_lines(s3_client_kwargs, s3_bucket, names["prefix"], len(lines))
+        await asyncio.sleep(1)
+        assert not task.done()  # still consuming
+    assert_exact(objs, [pretty.replace(b"\n", b" "), *lines[1:]], names["topic"])
+    refused = len(values) - 1  # all but the pretty-printed trade
+    by_reason = {
+        s.labels["reason"]: s.value
+        for m in metrics.registry.collect()
+        if m.name == "tradepipe_sink_malformed_records"
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
+    assert sum(by_reason.values()) == refused and by_reason["empty"] == 4
+    quarantined = (tmp_path / "sink-quarantine.ndjson").read_bytes().splitlines()
+    assert len(quarantined) == refused
+    assert all(len(q) < 200_000 for q in quarantined)  # raw values capped at 64 KiB

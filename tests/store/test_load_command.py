@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 from pathlib import Path
 
 import pytest
-from tests.store.helpers import BINANCE, BTC_FILE, data_file, ndjson, real_trades
+from tests.core.fuzzing import bad_lines
+from tests.store.helpers import BINANCE, BTC_FILE, data_file, expected, ndjson, real_trades
 
 from tradepipe.cli import main
 from tradepipe.store import connect, fetch_texts, parse_db_url
@@ -115,3 +117,19 @@ def test_progress_line_only_on_a_terminal() -> None:
     assert tty.getvalue().startswith("\rloading: file 1/2, 12,345 trades read, 12,000 new")
     assert tty.getvalue().endswith("\n")
     assert pipe.getvalue() == ""
+
+
+def test_load_of_a_file_full_of_fuzzed_lines_exits_3_with_the_valid_rows(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trades = real_trades()
+    bad = bad_lines(seed=31, count=2000)
+    lines = ndjson(trades).splitlines() + bad
+    random.Random(8).shuffle(lines)
+    path = tmp_path / "fuzzed.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    rejects = tmp_path / "rejects.ndjson"
+    assert main(["load", str(path), "--db", db_url, "--rejects", str(rejects)]) == 3
+    assert "2000 lines rejected" in capsys.readouterr().err
+    assert stored(db_url) == expected(trades)
+    assert len(rejects.read_bytes().splitlines()) == 2000

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -20,10 +21,10 @@ from tradepipe.core import (
     Rejected,
     SourceError,
     Trade,
+    aggregate_file,
     rows_of,
 )
 from tradepipe.core.aggregate import Aggregator
-from tradepipe.core.fastpath import aggregate_file
 from tradepipe.core.sources import open_body
 
 HELP = "offline: trade files -> per-minute rows on stdout"
@@ -70,8 +71,9 @@ def aggregate_files(
     for name in files:  # every file readable before any work (and no handle left open)
         open_body(name, symbol).close()
     agg = Aggregator()
+    now_ms = int(time.time() * 1000)  # trade times more than an hour ahead are refused
     for name in files:
-        for rejected in aggregate_file(name, agg, symbol):
+        for rejected in aggregate_file(name, agg, symbol, now_ms):
             rejects.add(rejected)
     return agg.result()
 

@@ -105,7 +105,8 @@ def load(args: argparse.Namespace, store: Store, rejects: RejectLog, progress: P
     check_readable(args.files)
     added = 0
     for name in args.files:
-        trades = _counted(trades_only(read_file(name, args.symbol), rejects), progress)
+        now_ms = int(time.time() * 1000)
+        trades = _counted(trades_only(read_file(name, args.symbol, now_ms), rejects), progress)
         for batch in batches(trades, args.batch):
             added += store.upsert(batch).added
             progress.added = added

@@ -13,31 +13,57 @@ from tradepipe.core.aggregate import (
     minute_of,
     vwap,
 )
-from tradepipe.core.errors import REASONS, ParseError
+from tradepipe.core.errors import REASONS, ParseError, Reason
 from tradepipe.core.idranges import IdRanges
 from tradepipe.core.layout import ObjectKey, parse_key, sink_object_name
-from tradepipe.core.parse import decode, parse_csv_row, parse_event, to_event, trade_from_object
+from tradepipe.core.parse import (
+    Event,
+    Fields,
+    Wire,
+    check,
+    decode,
+    parse_csv_row,
+    parse_event,
+    to_event,
+    trade_from_object,
+    validate,
+)
 from tradepipe.core.rows import ROW_COLUMNS, Row, minute_text, rows_of
-from tradepipe.core.sources import Rejected, SourceError, decompress, iter_trades, read_file
+from tradepipe.core.sources import (
+    Rejected,
+    SourceError,
+    aggregate_file,
+    decompress,
+    iter_fields,
+    iter_trades,
+    read_file,
+)
 from tradepipe.core.trade import Side, Trade
 
 __all__ = [
     "MINUTE_MS",
     "REASONS",
     "ROW_COLUMNS",
+    "Event",
+    "Fields",
     "IdRanges",
     "MinuteKey",
     "MinutePartial",
     "ObjectKey",
     "ParseError",
+    "Reason",
     "Rejected",
     "Row",
     "Side",
     "SourceError",
     "Trade",
+    "Wire",
     "aggregate",
+    "aggregate_file",
+    "check",
     "decode",
     "decompress",
+    "iter_fields",
     "iter_trades",
     "merge_all",
     "minute_of",
@@ -50,5 +76,6 @@ __all__ = [
     "sink_object_name",
     "to_event",
     "trade_from_object",
+    "validate",
     "vwap",
 ]

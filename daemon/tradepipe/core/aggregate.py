@@ -229,14 +229,19 @@ class Aggregator:
             t.symbol,
             t.time_ms,
             t.agg_id,
-            int(t.price.scaleb(8, EXACT)),
-            int(t.quantity.scaleb(8, EXACT)),
+            _units(t.price),
+            _units(t.quantity),
             t.last_id - t.first_id + 1,
             t.buyer_is_maker,
         )
 
     def result(self) -> dict[MinuteKey, MinutePartial]:
         return {key: _freeze(key, acc) for key, acc in self._accs.items()}
+
+
+def _units(value: Decimal) -> int:
+    # Exact or raise (decimal.Inexact): a Trade built by hand with more than 8 places is a bug.
+    return int(value.scaleb(8, EXACT).to_integral_exact(context=EXACT))
 
 
 def aggregate(

@@ -5,7 +5,9 @@ Rules:
 2. Decimals leave here as exact contract text (:func:`tradepipe.core.rows.decimal_text` at the
    column's fixed scale), never as floats: a ``Decimal`` from MySQL and a text or integer from
    SQLite print the same. A float in the table is a bug in whatever wrote it and raises
-   :class:`QueryError` instead of being rounded silently. Counts and ids are ints.
+   :class:`QueryError` instead of being rounded silently. Counts and ids are JSON integers
+   when JavaScript holds them exactly (up to 2^53-1: every id the parser accepts), else
+   decimal text (a sum that large would be rounded by the page's numbers).
 3. Timestamps are minute text ``YYYY-MM-DD HH:MM:00`` (UTC) in and out; ranges are inclusive.
 4. Any database failure surfaces as :class:`QueryError` with a message fit to show a user; the
    server turns it into a 503 and keeps running.
@@ -25,6 +27,7 @@ from typing import Any, Protocol
 from tradepipe.core.rows import DECIMAL_COLUMNS, INT_COLUMNS, ROW_COLUMNS, decimal_text
 from tradepipe.store.url import DbUrlError, MysqlUrl, SqliteUrl, parse_db_url
 
+MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER
 MAX_ROWS = 20_000  # two weeks of minutes for one symbol; the page asks for less
 
 RawRow = Sequence[Any]
@@ -68,7 +71,8 @@ def _exact(value: object, column: str) -> str | int | None:
         except ArithmeticError:
             raise QueryError(f"column {column} holds {value!r}, not a decimal") from None
     if column in INT_COLUMNS:
-        return int(str(value))
+        number = int(str(value))
+        return number if number <= MAX_SAFE_INTEGER else str(number)
     if column == "timestamp":
         return _minute_text(value)
     return str(value)

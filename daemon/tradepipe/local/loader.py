@@ -53,18 +53,19 @@ class LoaderStats:
     added: int = 0
     rows: int = 0
     rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
     failures: int = 0
     last_loaded: float | None = None  # wall-clock time of the last successful upsert
     loaded_keys: list[str] = field(default_factory=list)  # the most recent keys, for tests
 
 
-def trades_of(key: str, body: bytes) -> tuple[list[Trade], int]:
-    """An object's trades and the number of rejected lines (the sink writes only valid ones)."""
+def trades_of(key: str, body: bytes) -> tuple[list[Trade], list[Rejected]]:
+    """An object's trades and its rejected lines (the sink writes only valid ones)."""
     trades: list[Trade] = []
-    rejected = 0
-    for item in iter_trades(decompress(body, key), key):
+    rejected: list[Rejected] = []
+    for item in iter_trades(decompress(body, key), key, None, int(time.time() * 1000)):
         if isinstance(item, Rejected):
-            rejected += 1
+            rejected.append(item)
             log.warning("object_line_rejected", key=key, line=item.lineno, error=str(item.error))
         else:
             trades.append(item)
@@ -118,7 +119,7 @@ class ObjectLoader:
 
     async def _load(self, batch: list[tuple[str, bytes]]) -> None:
         trades: list[Trade] = []
-        rejected = 0
+        rejected: list[Rejected] = []
         for key, body in batch:
             try:
                 got, bad = trades_of(key, body)
@@ -126,7 +127,7 @@ class ObjectLoader:
                 log.error("object_unreadable", key=key, error=str(exc))
                 continue
             trades.extend(got)
-            rejected += bad
+            rejected.extend(bad)
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         self._inflight = [k for k, _ in batch]
@@ -148,7 +149,9 @@ class ObjectLoader:
         s.trades += result.trades
         s.added += result.added
         s.rows += result.rows
-        s.rejected += rejected
+        s.rejected += len(rejected)
+        for r in rejected:
+            s.rejected_by_reason[r.error.reason] = s.rejected_by_reason.get(r.error.reason, 0) + 1
         s.last_loaded = time.time()
         s.loaded_keys = (s.loaded_keys + [k for k, _ in batch])[-1000:]
         log.info("objects_loaded", objects=len(batch), trades=result.trades, added=result.added,

@@ -13,10 +13,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import msgspec
 import orjson
 import structlog
+from msgspec import UNSET
 
-from tradepipe.core import ParseError, decode, trade_from_object
+from tradepipe.core import ParseError, Reason, Wire, decode, trade_from_object, validate
+from tradepipe.core.parse import MAX_ID, MAX_LINE_BYTES
 from tradepipe.producer.metrics import ProducerMetrics
 from tradepipe.producer.outbox import Outbox
 from tradepipe.producer.quarantine import Quarantine
@@ -33,24 +36,39 @@ class Signal(enum.Enum):
     SERVER_SHUTDOWN = "serverShutdown"  # Binance asks us to reconnect now
 
 
-def inner_value(raw: bytes, obj: dict[str, Any]) -> bytes:
+def inner_value(raw: bytes, wire: Wire) -> bytes:
     """The aggTrade object's JSON exactly as received: the text of a combined-stream wrapper's
-    ``data`` when the wrapper has Binance's compact form, else ``obj`` re-serialised."""
+    ``data`` when the wrapper has Binance's compact form, else the validated fields
+    re-serialised (unknown fields dropped)."""
     if raw.startswith(_WRAPPER_PREFIX):
         at = raw.find(_DATA_KEY)
         # the stream name must be a plain string (no quote before its closing one), so the
         # first ',"data":' really is the wrapper's key
         if at > 0 and raw.find(b'"', len(_WRAPPER_PREFIX)) == at - 1 and raw.endswith(b"}}"):
             return raw[at + len(_DATA_KEY) : -1]
-        return orjson.dumps(obj)
+        return msgspec.json.encode(wire.inner())
     stripped = raw.strip()
-    return stripped if stripped.startswith(b"{") else orjson.dumps(obj)
+    return stripped if stripped.startswith(b"{") else msgspec.json.encode(wire.inner())
+
+
+_REST_KEYS = ("a", "p", "q", "f", "l", "T", "m")
 
 
 def rest_value(obj: dict[str, Any], symbol: str) -> bytes:
-    """A REST element as a WebSocket event: ``e``, ``E`` (= ``T``) and ``s`` added, the exchange's
-    decimal strings untouched."""
-    return orjson.dumps({"e": "aggTrade", "E": obj["T"], "s": symbol, **obj})
+    """A (validated) REST element as a WebSocket event: ``e``, ``E`` (= ``T``) and ``s`` added,
+    the exchange's decimal strings untouched, fields that are not an aggTrade's dropped."""
+    event = {"e": "aggTrade", "E": obj["T"], "s": symbol, **{k: obj[k] for k in _REST_KEYS}}
+    if type(obj.get("M")) is bool:
+        event["M"] = obj["M"]
+    return orjson.dumps(event)
+
+
+def raw_of(obj: object) -> bytes:
+    """A REST element as JSON for the quarantine, whatever it holds (never raises)."""
+    try:
+        return msgspec.json.encode(obj)[:MAX_LINE_BYTES]
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        return repr(type(obj)).encode()
 
 
 class Intake:
@@ -77,20 +95,22 @@ class Intake:
     # ------------------------------------------------------------------ live WebSocket messages
 
     def live(self, message: bytes | str) -> Signal | None:
-        raw = message.encode() if isinstance(message, str) else message
         self.last_message_at = now = time.monotonic()
+        # (a str that is not valid Unicode is rejected by decode; raw is then for the quarantine)
+        raw = message.encode("utf-8", "replace") if isinstance(message, str) else message
         try:
-            obj = decode(raw)
-            if obj.get("e") == "serverShutdown":
+            wire = decode(message)
+            if wire.inner().e == "serverShutdown":
                 log.warning("server_shutdown_announced")
                 return Signal.SERVER_SHUTDOWN
-            if "id" in obj and ("result" in obj or "error" in obj):
-                log.info("control_reply", reply=obj)  # a SUBSCRIBE answer; we subscribe by URL
+            if wire.id is not UNSET and (wire.result is not UNSET or wire.error is not UNSET):
+                # a SUBSCRIBE answer; we subscribe by URL
+                log.info("control_reply", reply=raw[:300].decode("utf-8", "replace"))
                 return None
-            trade = trade_from_object(obj)
+            trade = validate(wire, None, int(time.time() * 1000))
             seq = self.sequencers.get(trade.symbol)
             if seq is None:
-                raise ParseError("bad_symbol", f"symbol {trade.symbol!r} was not subscribed")
+                raise ParseError(Reason.BAD_SYMBOL, f"symbol {trade.symbol!r} was not subscribed")
         except ParseError as exc:
             self.reject(exc, raw)
             return None
@@ -100,7 +120,7 @@ class Intake:
             self.metrics.deferred.labels(trade.symbol).inc()
             seq.want_catch_up()
             return None
-        value = inner_value(raw, obj)
+        value = inner_value(raw, wire)
         self.offer(seq, Record(trade.symbol, trade.agg_id, trade.time_ms, value, False, now))
         return None
 
@@ -114,7 +134,7 @@ class Intake:
         self.metrics.malformed.labels(exc.reason).inc()
         text = raw if isinstance(raw, str) else raw[:1000].decode("utf-8", "replace")
         log.warning("malformed_message", reason=exc.reason, error=exc.message, raw=text[:300])
-        self.quarantine.add(exc.reason, exc.message, raw)
+        self.quarantine.add(exc.reason, exc.message, raw[:MAX_LINE_BYTES])  # capped
 
     # ----------------------------------------------------------------------- sequencing, output
 
@@ -166,12 +186,12 @@ class Intake:
         for obj in objs:
             try:
                 if not isinstance(obj, dict):
-                    raise ParseError("not_an_object", f"REST element {obj!r} is not an object")
-                trade = trade_from_object(obj, seq.symbol)
+                    raise ParseError(Reason.NOT_AN_OBJECT, "REST element is not an object")
+                trade = trade_from_object(obj, seq.symbol, int(time.time() * 1000))
             except ParseError as exc:
-                self.reject(exc, orjson.dumps(obj))
+                self.reject(exc, raw_of(obj))
                 agg_id = obj.get("a") if isinstance(obj, dict) else None
-                if type(agg_id) is int:
+                if type(agg_id) is int and from_id <= agg_id <= MAX_ID:  # never a wild jump
                     self.skip(seq, agg_id, f"REST trade malformed: {exc.reason}")
                 continue
             if (

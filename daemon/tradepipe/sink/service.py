@@ -19,7 +19,6 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import orjson
 import stamina
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -27,8 +26,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
 from tradepipe.config import Settings
-from tradepipe.core import MINUTE_MS, ParseError, parse_event
+from tradepipe.core import MINUTE_MS, ParseError, Reason, parse_event
+from tradepipe.core.parse import MAX_LINE_BYTES
 from tradepipe.observability import Health, MetricsServer, Notifier, watchdog_interval
+from tradepipe.producer.quarantine import Quarantine
 from tradepipe.sink.batcher import Batch, Flush, PartitionBatcher
 from tradepipe.sink.checkpoint import Checkpoint, CheckpointError
 from tradepipe.sink.metrics import SinkMetrics
@@ -42,10 +43,10 @@ UNHEALTHY_PUT_SECONDS = 60.0
 
 
 def record_line(value: bytes) -> bytes:
-    """The NDJSON line for a Kafka value: the value itself, unless it spans lines."""
-    if b"\n" in value or b"\r" in value:
-        return orjson.dumps(orjson.loads(value))
-    return value
+    """The NDJSON line for a (valid) Kafka value: the value itself, line breaks turned into
+    spaces (JSON strings cannot hold a raw CR or LF, so each one is whitespace between tokens,
+    and no UTF-8 sequence contains those bytes)."""
+    return value.replace(b"\r", b" ").replace(b"\n", b" ")
 
 
 class Sink:
@@ -65,6 +66,9 @@ class Sink:
             metrics,
         )
         self.batchers: dict[TopicPartition, PartitionBatcher] = {}
+        self.quarantine = Quarantine(
+            settings.sink.quarantine_path, settings.feed.quarantine_max_bytes
+        )
         self.prefix = settings.s3.prefix
         self.last_loop = time.monotonic()
         self.failing_since: float | None = None
@@ -106,10 +110,11 @@ class Sink:
         self.metrics.records.inc()
         try:
             if value is None:
-                raise ParseError("empty", "record has no value")
-            trade = parse_event(value)
+                raise ParseError(Reason.EMPTY, "null record value (a tombstone?)")
+            trade = parse_event(value, None, int(time.time() * 1000))
             return offset, trade.symbol, trade.time_ms, record_line(value)
         except ParseError as exc:
+            # Skipped, never fatal: counted, logged with its offset, quarantined (capped).
             self.metrics.malformed.labels(exc.reason).inc()
             log.warning(
                 "malformed_record",
@@ -117,8 +122,10 @@ class Sink:
                 partition=tp.partition,
                 offset=offset,
                 reason=exc.reason,
-                error=str(exc),
+                error=exc.message[:300],
             )
+            raw = value[:MAX_LINE_BYTES] if value is not None else b""
+            self.quarantine.add(exc.reason, f"{tp.topic}/{tp.partition}@{offset}: {exc}", raw)
             return offset, None, 0, b""
 
     async def idle(self, fetched: Iterable[TopicPartition]) -> None:

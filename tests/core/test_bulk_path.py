@@ -1,4 +1,4 @@
-"""The fast path for NDJSON gives exactly what the ordinary path gives: rows and rejects."""
+"""The bulk path (aggregate_lines: no Trade per line) gives what iter_trades + aggregate give."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import io
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.core.helpers import BASE_T, event
 
 from tradepipe.core import Rejected, Trade, aggregate, iter_trades
 from tradepipe.core.aggregate import Aggregator
-from tradepipe.core.fastpath import aggregate_ndjson
+from tradepipe.core.sources import aggregate_lines
 
 texts = st.sampled_from(
     [
@@ -75,6 +76,22 @@ def test_fast_path_equals_ordinary_path(body: list[bytes]) -> None:
         (r.lineno, r.raw, r.error.reason) for r in ordinary if isinstance(r, Rejected)
     ]
     agg = Aggregator()
-    rejects = list(aggregate_ndjson(io.BytesIO(data), "x", agg))
+    rejects = list(aggregate_lines(io.BytesIO(data), "x", agg))
     assert agg.result() == expected_rows
     assert [(r.lineno, r.raw, r.error.reason) for r in rejects] == expected_rejects
+
+
+HEADS = [b"\xef\xbb\xbf", b"\xef\xbb", b"\xbf", b"", b"  ", b"\r", b"\x0b", b"hello", b"[1]",
+         b"\xef\xbb\xbf" + orjson.dumps(event(a=1)), b"\xef\xbb\xbfagg_trade_id,price"]  # fmt: skip
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_first_lines_are_read_the_same_by_both_paths(head: bytes) -> None:
+    data = head + b"\n\n" + orjson.dumps(event(a=2)) + b"\n" + orjson.dumps(event(a=3)) + b"\r\n"
+    ordinary = list(iter_trades(data, "BTCUSDT-aggTrades-x.csv"))
+    agg = Aggregator()
+    rejects = list(aggregate_lines(io.BytesIO(data), "BTCUSDT-aggTrades-x.csv", agg))
+    assert agg.result() == aggregate(t for t in ordinary if isinstance(t, Trade))
+    assert [(r.lineno, r.raw, r.error.reason) for r in rejects] == [
+        (r.lineno, r.raw, r.error.reason) for r in ordinary if isinstance(r, Rejected)
+    ]
