@@ -9,6 +9,7 @@ and logged, and everything else flows -- against the real broker, and through th
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -36,12 +37,15 @@ def value(agg_id: int, t: int, pad: int = 0) -> bytes:
 
 
 def quarantined(path: Path) -> dict[int, str]:
+    """Quarantined trade id -> reason. The raw text is a record's value or a whole message the
+    intake rejected, capped at the parser's ``MAX_LINE_BYTES`` (so maybe not whole JSON): the id
+    is read from its ``"a":`` field, which comes before any padding."""
     out = {}
     for line in path.read_bytes().splitlines():
         entry = orjson.loads(line)
-        raw = entry["raw"]
-        obj = orjson.loads(raw)  # a record's value, or a whole message the intake rejected
-        out[obj.get("data", obj)["a"]] = entry["reason"]
+        found = re.search(r'"a":(\d+)', entry["raw"])
+        assert found is not None, entry["raw"][:200]
+        out[int(found.group(1))] = entry["reason"]
     return out
 
 
