@@ -117,10 +117,13 @@ class RestFaults:
     lag_until: float = 0.0
     lag_ids: dict[str, int] = field(default_factory=dict)
     geo_blocked: bool = False
+    symbols: frozenset[str] | None = None  # the failing status only for these (None: all)
 
-    def failing(self, now: float) -> int:
+    def failing(self, now: float, symbol: str) -> int:
         if self.geo_blocked:
             return 451
+        if self.symbols is not None and symbol.upper() not in self.symbols:
+            return 0
         return self.status if now < self.status_until else 0
 
     def max_id(self, symbol: str, now: float) -> int | None:
@@ -137,9 +140,12 @@ class RestApi:
         self.faults = RestFaults()
         self.failed_requests = 0
 
-    def fail(self, status: int, seconds: float, retry_after: int = 1) -> None:
-        """Answer every aggTrades request with ``status`` for ``seconds`` (rule 3)."""
+    def fail(
+        self, status: int, seconds: float, retry_after: int = 1, symbols: list[str] | None = None
+    ) -> None:
+        """Answer aggTrades requests (for ``symbols``, or all) ``status`` for ``seconds``."""
         self.faults.status, self.faults.retry_after = status, retry_after
+        self.faults.symbols = None if symbols is None else frozenset(s.upper() for s in symbols)
         self.faults.status_until = time.monotonic() + seconds
 
     def lag(self, seconds: float) -> None:
@@ -176,7 +182,7 @@ class RestApi:
 
     async def agg_trades(self, request: web.Request) -> web.Response:
         now = time.monotonic()
-        if status := self.faults.failing(now):
+        if status := self.faults.failing(now, request.query.get("symbol", "")):
             return self._fault_response(status)
         try:
             headers = self._charge(AGG_TRADES_WEIGHT)
