@@ -21,8 +21,9 @@ tests; :mod:`tradepipe.replay.control` exposes the same over HTTP.
 
 5. Refused connections (``refuse_connections``): until the time is up, every WebSocket
    handshake is answered HTTP 503 while trading (and REST) go on. ``drop_at(n)`` cuts every
-   connection exactly when ``n`` trades have been published, before trade ``n + 1`` is sent,
-   so a test can place a drop a chosen time before the market goes quiet.
+   connection exactly when ``n`` trades have been published, before trade ``n + 1`` is queued
+   (any of the ``n`` still in a send queue is lost with the connection, as on a real cut), so a
+   test can place a drop a chosen time before the market goes quiet.
 6. Geo-blocking (``geo_block``): HTTP 451 with Binance's text to handshakes and REST, as
    Binance answers requests from restricted regions.
 """
