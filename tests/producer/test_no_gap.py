@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -24,8 +25,10 @@ import pytest
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tradepipe.observability import Notifier
 from tradepipe.producer import Options, Producer, serve
 from tradepipe.producer.intake import Intake
+from tradepipe.producer.kafka import KafkaTradeSink
 from tradepipe.replay import Emulator, ReplayOptions, Tape
 
 from .conftest import assert_exactly_once_in_order, ids_by_symbol, producer_settings, read_topic
@@ -55,6 +58,7 @@ async def running(
     speed: float,
     shutdown_seconds: float = 20.0,
     kafka: dict[str, Any] | None = None,
+    serve_options: dict[str, Any] | None = None,
     **feed: Any,
 ) -> AsyncIterator[Run]:
     topic = f"test-nogap-{uuid.uuid4().hex[:10]}"
@@ -70,7 +74,10 @@ async def running(
             if not got.done():
                 got.set_result(p)
 
-        opts = Options(serve_metrics=False, shutdown_seconds=shutdown_seconds, on_ready=ready)
+        opts = Options(
+            serve_metrics=False, shutdown_seconds=shutdown_seconds, on_ready=ready,
+            **(serve_options or {}),
+        )  # fmt: skip
         task = asyncio.create_task(serve(settings, stop, opts))
         done, _ = await asyncio.wait([task, got], timeout=30, return_when="FIRST_COMPLETED")
         if task in done:
@@ -379,6 +386,64 @@ async def test_a_crashing_task_ends_the_process_with_an_error_and_closes_the_fee
             await asyncio.wait_for(asyncio.shield(run.task), 20)
         assert raised.group_contains(RuntimeError)
         await _until(lambda: not run.emu.connections, 5.0)
+
+
+async def test_a_wedged_stage_withholds_the_watchdog_and_the_stop_still_exits(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker's publish hangs for ever (a wedge, not an outage: the client never reports
+    it): WATCHDOG=1 stops once records have waited stall_seconds + 4 x request_timeout with
+    nothing acknowledged, /healthz says "stalled", and a stop still ends, with status 1 and the
+    unflushed records logged."""
+    original = KafkaTradeSink.publish
+    calls = 0
+
+    async def publish(self: KafkaTradeSink, records: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 3:
+            await asyncio.Event().wait()  # hangs until cancelled
+        await original(self, records)
+
+    monkeypatch.setattr(KafkaTradeSink, "publish", publish)
+    path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(path))
+    notify.setblocking(False)
+    pings: list[float] = []
+
+    async def drain() -> None:
+        while True:
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    if b"WATCHDOG=1" in notify.recv(4096):
+                        pings.append(time.monotonic())
+            await asyncio.sleep(0.02)
+
+    tape = synthetic_tape(per_symbol=600, seconds=8.0, seed=12)
+    serve_options = {"notifier": Notifier(str(path)), "watchdog_seconds": 0.1}
+    draining = asyncio.create_task(drain())
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with running(
+                tape, kafka_bootstrap, tmp_path, speed=1.0, shutdown_seconds=1.0,
+                stall_seconds=0.5, kafka={"request_timeout_ms": 250}, serve_options=serve_options,
+            ) as run:  # fmt: skip
+                await _until(lambda: calls > 3, 10.0)
+                hung_at = time.monotonic()
+                await asyncio.sleep(3.0)  # 0.5 s + 4 x 0.25 s = 1.5 s to withhold
+                health = run.producer.health()
+                status = await _stopped(run)
+    finally:
+        draining.cancel()
+        notify.close()
+    assert any(t < hung_at + 0.5 for t in pings), "the watchdog ran while trades flowed"
+    assert not any(t > hung_at + 2.0 for t in pings), "WATCHDOG=1 went on through the wedge"
+    assert not health.ok and health.reason.startswith("stalled: no trade acknowledged"), health
+    assert [e["log_level"] for e in logs if e["event"] == "pipeline_stalled"] == ["error"]
+    assert status == 1
+    summary = [e for e in logs if e["event"] == "stopped_with_leftovers"]
+    assert len(summary) == 1 and summary[0]["unflushed"] > 0
 
 
 # ------------------------------------------------------------------------------ shutdown

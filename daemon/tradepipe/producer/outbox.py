@@ -82,6 +82,11 @@ class Outbox:
             self._changed.clear()
             await self._changed.wait()
 
+    @property
+    def oldest_at(self) -> float | None:
+        """When the oldest unacknowledged record reached us (monotonic), if any."""
+        return self._records[0].received_at if self._records else None
+
     async def wait_change(self) -> None:
         """Until the next acknowledgement."""
         self._changed.clear()

@@ -144,10 +144,11 @@ class Producer:
             return now - (at if at is not None else self.started_at)
 
         waiting = len(self.outbox)
-        since_ack = idle(self.publisher.last_ack_at)
-        if waiting and self.publisher.started.is_set() and since_ack > stall:
-            return (f"no trade acknowledged for {since_ack:.0f} s with {waiting} waiting "
-                    f"(last message {self._since_message(now)})")  # fmt: skip
+        since_ack, oldest = idle(self.publisher.last_ack_at), idle(self.outbox.oldest_at)
+        if waiting and self.publisher.started.is_set() and min(since_ack, oldest) > stall:
+            last = self._since_message(now)
+            return (f"no trade acknowledged for {since_ack:.0f} s with {waiting} waiting, "
+                    f"the oldest for {oldest:.0f} s (last message {last})")  # fmt: skip
         since_try = idle(self.backfiller.last_try_at)
         missing = self.missing_symbols()
         if missing and not self.backfiller.failing and since_try > stall:
