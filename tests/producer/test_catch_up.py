@@ -163,3 +163,21 @@ def test_a_connection_that_delivered_resets_the_backoff() -> None:
     assert backoff.failures == 0
     backoff.connection_ended(1.0, delivered=False)  # accepted and closed at once
     assert backoff.failures == 1
+
+
+def test_resume_starts_after_the_given_id_and_catches_up_within_the_shared_budget(
+    tmp_path: Path,
+) -> None:
+    intake = intake_of(tmp_path, symbols=["btcusdt", "ethusdt"])
+    before = intake.sequencers["BTCUSDT"]
+    intake.resume({"BTCUSDT": 500, "DOGEUSDT": 7})  # an unknown symbol is ignored
+    seq = intake.sequencers["BTCUSDT"]
+    assert seq is before and seq.budget is intake.hold
+    assert seq.missing() == (501, None)
+    assert intake.sequencers["ETHUSDT"].missing() is None  # nothing known: starts live
+    # the catch-up ends only once a connection delivered (rule 1), as after a drop
+    intake.rest_page(seq, rest(501), 501, None, 1000, intake.catch_up_token(seq))
+    assert seq.missing() == (502, None)
+    intake.delivering()
+    intake.rest_page(seq, [], 502, None, 1000, intake.catch_up_token(seq))
+    assert seq.missing() is None

@@ -32,7 +32,7 @@ import contextlib
 import enum
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -122,6 +122,18 @@ class Intake:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.5):
                     await self.outbox.wait_change()
+
+    def resume(self, last_ids: Mapping[str, int]) -> None:
+        """Start each symbol after ``last_ids[symbol]`` (a restart's resume point) and catch up
+        from there: REST fetches the downtime, ended under rule 1 like any catch-up. Use this,
+        not a new :class:`Sequencer`, so the symbol keeps its share of the one hold budget."""
+        for symbol, last_id in last_ids.items():
+            seq = self.sequencers.get(symbol.upper())
+            if seq is None or (seq.last_id is not None and seq.last_id >= last_id):
+                continue
+            seq.last_id = last_id
+            seq.want_catch_up()
+        self.on_gap()
 
     # --------------------------------------------------------- connections and epochs (rule 1)
 
