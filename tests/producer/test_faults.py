@@ -53,7 +53,10 @@ async def test_connection_drops_are_backfilled_exactly_once(
             for fraction in (0.2, 0.45, 0.7):
                 await _at_fraction(emu, real_tape, fraction)
                 assert emu.drop_connections() == 1
-                # keep publishing while the producer is away: those trades exist only in REST
+                # keep publishing while the producer is away (the reconnect after a connection
+                # that delivered goes at once, so refuse it a while): those trades exist only
+                # in REST
+                emu.refuse_connections(0.5)
                 await asyncio.sleep(0.5)
             await _finish(emu)
             records = await read_topic(kafka_bootstrap, fresh_topic, len(real_tape.trades))

@@ -54,6 +54,7 @@ class Notifier:
         payload = "\n".join(f"{key}={value}" for key, value in fields.items()).encode()
         try:  # a socket per datagram: a few per minute, and nothing to leak or close
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.setblocking(False)  # a full socket drops this one, never blocks the loop
                 sock.sendto(payload, self.address)
         except OSError as exc:
             log.warning("sd_notify_failed", error=str(exc), fields=sorted(fields))

@@ -13,9 +13,11 @@ class Backoff:
     """Full jitter (``uniform(0, min(cap, base * 2**(n-1)))`` after the n-th consecutive
     failure); the first attempt after a healthy connection goes at once.
 
-    A connection that stayed up ``healthy_after`` seconds resets the failure count; one that
-    dropped sooner counts as a failure, so a server that accepts and then closes at once is
-    not hammered.
+    A connection that delivered data resets the failure count (:meth:`succeeded`: the next
+    reconnect after a drop goes at once, while trades are only in REST); so does one that
+    stayed up ``healthy_after`` seconds. One that dropped sooner without delivering counts as
+    a failure, so a server that accepts and then closes at once is not hammered (and
+    :class:`AttemptLimiter` bounds the attempts whatever happens).
     """
 
     def __init__(
@@ -38,8 +40,11 @@ class Backoff:
     def failed(self) -> None:
         self.failures += 1
 
-    def connection_ended(self, lived_seconds: float) -> None:
-        if lived_seconds >= self.healthy_after:
+    def succeeded(self) -> None:
+        self.failures = 0
+
+    def connection_ended(self, lived_seconds: float, delivered: bool = False) -> None:
+        if delivered or lived_seconds >= self.healthy_after:
             self.failures = 0
         else:
             self.failures += 1

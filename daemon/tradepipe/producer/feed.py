@@ -7,14 +7,26 @@ messages per second, at most):
 1. Subscription is by URL (``/stream?streams=a@aggTrade/b@aggTrade``): we send no JSON control
    messages, so the 5 messages/s limit is never approached; the config caps streams at 1024.
 2. Reconnects wait a capped exponential backoff with full jitter (:class:`Backoff`), reset
-   after a connection that stayed up ``healthy_after`` seconds, and never exceed 100 attempts
-   per 5 minutes (Binance allows 300 per IP).
+   once a connection delivered its first message (so the reconnect after a drop goes at once:
+   the market trades on meanwhile), and never exceed 100 attempts per 5 minutes (Binance
+   allows 300 per IP).
 3. Rollover: ``rollover_seconds`` after connecting (23.5 h, before Binance's 24 h cut), or at a
    ``serverShutdown`` event, a second connection is opened *before* the first is closed; the
    old one is closed once the new one delivered a message (or after ``overlap_seconds``). The
    sequencer drops the overlap's duplicates.
 4. A connection that ends without us closing it means trades may have been missed: the intake
-   is told, and REST fills whatever is missing.
+   is told, and REST fills whatever is missing. A connection's first message is told too
+   (:meth:`Intake.delivering`): only REST asked after it may end the catch-up (intake rule 1).
+   A connection that stays open ``quiet_epoch_seconds`` without a message (a quiet market)
+   counts as delivering then: its subscription is live since the handshake, so REST asked
+   that much later holds everything before it; the catch-up ends instead of polling REST.
+5. A reader never dies silently: an unexpected exception while handling a message (a bug, or
+   input the parser does not cover) is logged with its traceback, counted in
+   ``tradepipe_ws_reader_errors_total``, and the connection is cut and replaced (rule 4 then
+   backfills). Whatever way a reader ends, its socket is closed: none is left open, answering
+   pings, with nobody reading.
+6. HTTP 451 at the handshake (a restricted region) is said once, with the remedy
+   (:mod:`tradepipe.producer.geoblock`); the attempts go on with the backoff.
 """
 
 from __future__ import annotations
@@ -27,9 +39,10 @@ from collections.abc import Callable
 
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from tradepipe.producer.backoff import AttemptLimiter, Backoff
+from tradepipe.producer.geoblock import GeoBlock
 from tradepipe.producer.intake import Intake, Signal
 from tradepipe.producer.metrics import ProducerMetrics
 
@@ -44,8 +57,16 @@ def stream_url(base: str, symbols: list[str]) -> str:
 class Connection:
     """One open WebSocket and its reader."""
 
-    def __init__(self, ws: ClientConnection, conn_id: int, intake: Intake) -> None:
-        self.ws, self.id, self.intake = ws, conn_id, intake
+    def __init__(
+        self,
+        ws: ClientConnection,
+        conn_id: int,
+        intake: Intake,
+        metrics: ProducerMetrics,
+        on_first: Callable[[Connection], None] = lambda conn: None,
+    ) -> None:
+        self.ws, self.id, self.intake, self.metrics = ws, conn_id, intake, metrics
+        self.on_first = on_first
         self.opened_at = time.monotonic()
         self.first_message = asyncio.Event()
         self.shutdown_announced = asyncio.Event()
@@ -60,11 +81,18 @@ class Connection:
                 self.messages += 1
                 if live(message) is Signal.SERVER_SHUTDOWN:
                     self.shutdown_announced.set()
-                self.first_message.set()
+                if not self.first_message.is_set():
+                    self.first_message.set()
+                    self.on_first(self)
         except ConnectionClosed as exc:
             if not self.closing:
                 log.warning("ws_connection_lost", conn=self.id, error=str(exc))
+        except Exception:  # rule 5: recovered by a new connection, never silent
+            self.metrics.reader_errors.inc()
+            log.exception("ws_reader_failed", conn=self.id, messages=self.messages)
         finally:
+            if self.ws.transport is not None and not self.ws.transport.is_closing():
+                self.ws.transport.abort()  # rule 5: no socket left open with nobody reading
             self.closed.set()
             log.info("ws_closed", conn=self.id, messages=self.messages, by_us=self.closing,
                      code=self.ws.close_code, reason=self.ws.close_reason,
@@ -86,14 +114,19 @@ class Feed:
         limiter: AttemptLimiter | None = None,
         overlap_seconds: float = 5.0,
         open_timeout: float = 10.0,
+        quiet_epoch_seconds: float = 5.0,
         on_connected: Callable[[], None] = lambda: None,
+        geo: GeoBlock | None = None,
     ) -> None:
         self.url, self.intake, self.metrics = url, intake, metrics
         self.rollover_seconds, self.overlap_seconds = rollover_seconds, overlap_seconds
         self.open_timeout = open_timeout
+        self.quiet_epoch_seconds = quiet_epoch_seconds
         self.backoff = backoff or Backoff()
         self.limiter = limiter or AttemptLimiter()
         self.on_connected = on_connected
+        self.geo = geo or GeoBlock()
+        self.last_attempt_at: float | None = None  # monotonic; progress for the watchdog
         self.open: dict[int, Connection] = {}
         self._ids = itertools.count(1)
         self._stop = asyncio.Event()
@@ -108,24 +141,52 @@ class Feed:
         self._stop.set()
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            retiring: Connection | None = None
-            while not self._stop.is_set():
-                conn = await self._connect(tasks)
-                if conn is None:
-                    break
-                if retiring is not None:
-                    tasks.create_task(self._retire(retiring, conn))
-                why = await self._watch(conn)
-                retiring = None
-                if why == "closed":
-                    self.backoff.connection_ended(time.monotonic() - conn.opened_at)
-                elif why in ("rollover", "serverShutdown"):
-                    self.metrics.rollovers.inc()
-                    log.info("ws_rollover", conn=conn.id, why=why)
-                    retiring = conn
-            for conn in list(self.open.values()):
-                await conn.close()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                retiring: Connection | None = None
+                while not self._stop.is_set():
+                    conn = await self._connect(tasks)
+                    if conn is None:
+                        break
+                    if retiring is not None:
+                        tasks.create_task(self._retire(retiring, conn))
+                    why = await self._watch(conn)
+                    retiring = None
+                    if why == "closed":
+                        self.backoff.connection_ended(
+                            time.monotonic() - conn.opened_at, conn.first_message.is_set()
+                        )
+                    elif why in ("rollover", "serverShutdown"):
+                        self.metrics.rollovers.inc()
+                        log.info("ws_rollover", conn=conn.id, why=why)
+                        retiring = conn
+                for conn in list(self.open.values()):
+                    await conn.close()
+        finally:
+            for conn in list(self.open.values()):  # cancelled or crashed: cut what is left
+                conn.closing = True
+                if conn.ws.transport is not None:
+                    conn.ws.transport.abort()
+
+    async def _quiet_epoch(self, conn: Connection) -> None:
+        """Rule 4: a quiet but open connection counts as delivering after a while."""
+        waits = [
+            asyncio.ensure_future(conn.first_message.wait()),
+            asyncio.ensure_future(conn.closed.wait()),
+        ]
+        try:
+            done, _ = await asyncio.wait(waits, timeout=self.quiet_epoch_seconds,
+                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        finally:
+            for fut in waits:
+                fut.cancel()
+        if not done and not conn.closed.is_set() and not conn.first_message.is_set():
+            log.info("ws_quiet", conn=conn.id, seconds=self.quiet_epoch_seconds)
+            self.intake.delivering()
+
+    def _first_message(self, conn: Connection) -> None:
+        self.backoff.succeeded()  # rule 2
+        self.intake.delivering()  # rule 4
 
     async def _connect(self, tasks: asyncio.TaskGroup) -> Connection | None:
         """Open a connection (retrying as rule 2 says); ``None`` once stopped."""
@@ -137,6 +198,7 @@ class Feed:
             if await self._stopped_within(wait):
                 return None
             self.limiter.record(time.monotonic())
+            self.last_attempt_at = time.monotonic()
             try:
                 ws = await connect(
                     self.url,
@@ -148,11 +210,19 @@ class Feed:
                     compression=None,
                 )
             except (OSError, TimeoutError, InvalidHandshake) as exc:
+                if isinstance(exc, InvalidStatus) and exc.response.status_code == 451:
+                    self.geo.refused("ws", self.url)  # rule 6
                 self.metrics.connect_failures.inc()
                 self.backoff.failed()
-                log.warning("ws_connect_failed", url=self.url, error=repr(exc))
+                error = (
+                    f"HTTP {exc.response.status_code}"
+                    if isinstance(exc, InvalidStatus)
+                    else repr(exc)
+                )
+                log.warning("ws_connect_failed", url=self.url, error=error)
                 continue
-            conn = Connection(ws, next(self._ids), self.intake)
+            self.geo.answered("ws")
+            conn = Connection(ws, next(self._ids), self.intake, self.metrics, self._first_message)
             self.open[conn.id] = conn
             self.metrics.connections.set(len(self.open))
             if self._connected_once:
@@ -160,6 +230,7 @@ class Feed:
             self._connected_once = True
             log.info("ws_connected", conn=conn.id, url=self.url)
             tasks.create_task(self._read(conn))
+            tasks.create_task(self._quiet_epoch(conn))
             self.on_connected()
             return conn
 
@@ -169,8 +240,9 @@ class Feed:
         finally:
             self.open.pop(conn.id, None)
             self.metrics.connections.set(len(self.open))
-            if not conn.closing:
-                self.intake.disconnected()  # rule 4
+            if not conn.closing:  # rule 4
+                others = any(c.first_message.is_set() for c in self.open.values())
+                self.intake.disconnected(others_delivering=others)
 
     async def _watch(self, conn: Connection) -> str:
         """Wait until this connection closes, is due for rollover, or we are stopped."""
@@ -196,7 +268,8 @@ class Feed:
     async def _retire(self, old: Connection, new: Connection) -> None:
         """Close ``old`` once ``new`` delivers (or after the overlap time): rule 3."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(new.first_message.wait(), self.overlap_seconds)
+            async with asyncio.timeout(self.overlap_seconds):
+                await new.first_message.wait()
         await old.close()
 
     async def _stopped_within(self, seconds: float) -> bool:
@@ -204,6 +277,10 @@ class Feed:
             return True
         if seconds <= 0:
             return False
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+        # arrives as the awaited event fires, and a task that ignores its one cancellation
+        # keeps a TaskGroup (and the process) waiting for ever
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
         return self._stop.is_set()

@@ -4,11 +4,33 @@ The synchronous heart of the producer: the WebSocket readers call :meth:`Intake.
 message and the backfiller calls :meth:`Intake.rest_page` for every REST page; both end in the
 symbol's :class:`~tradepipe.producer.sequencer.Sequencer`, whose output goes to the
 :class:`~tradepipe.producer.outbox.Outbox` in id order. No sockets, so it is tested directly.
+
+Rules:
+1. Catch-ups end only on evidence from *after* the current connection started delivering.
+   :meth:`disconnected` (a drop) starts a catch-up on every symbol and clears the *epoch*;
+   :meth:`delivering` (a connection's first message) opens a new epoch. A REST request carries
+   the :meth:`catch_up_token` of its moment; an empty or short answer ends an open-ended
+   catch-up only if the token still holds: the request went out in the current epoch, after
+   the connection delivered, and no new reason for a catch-up arrived since. So a catch-up
+   started by a drop survives a refused or slow reconnect and a market that goes quiet: the
+   trades published while we were away are fetched whatever comes (or does not) afterwards.
+   :meth:`feed_stopped` (shutdown) opens a last epoch: REST answers after the close cover
+   everything the closed connection could have delivered.
+2. One memory bound for the process: :attr:`in_memory` (records held by every sequencer plus
+   those in the outbox) never exceeds :attr:`max_records`. Live trades are refused past it
+   (counted, fetched from REST later); REST pages are sized to the room
+   (:meth:`page_limit`, :meth:`wait_room`); the hold is shared (``HoldBudget``) and limited
+   to half the bound, so a REST page always finds room once the broker drains the outbox.
+3. An empty REST answer for a bounded range is not final (REST may trail the stream): it is
+   reported as no progress, and the backfiller gives up only after its time limit.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
+import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -24,7 +46,7 @@ from tradepipe.producer.metrics import ProducerMetrics
 from tradepipe.producer.outbox import Outbox
 from tradepipe.producer.quarantine import Quarantine
 from tradepipe.producer.records import Record
-from tradepipe.producer.sequencer import Sequencer
+from tradepipe.producer.sequencer import HoldBudget, Sequencer
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +56,9 @@ _DATA_KEY = b',"data":'
 
 class Signal(enum.Enum):
     SERVER_SHUTDOWN = "serverShutdown"  # Binance asks us to reconnect now
+
+
+CatchUpToken = tuple[int | None, int]  # (epoch, the sequencer's catch_up_wanted) - rule 1
 
 
 def inner_value(raw: bytes, wire: Wire) -> bytes:
@@ -80,17 +105,69 @@ class Intake:
         quarantine: Quarantine,
         max_held: int = 20_000,
         on_gap: Callable[[], None] = lambda: None,
-        last_ids: Mapping[str, int] | None = None,
     ) -> None:
         self.outbox, self.metrics, self.quarantine = outbox, metrics, quarantine
         self.on_gap = on_gap
-        resumed = last_ids or {}  # a restart: where each symbol left off (producer/resume.py)
-        self.sequencers = {
-            s.upper(): Sequencer(s.upper(), max_held, last_id=resumed.get(s.upper()))
-            for s in symbols
-        }
+        # rule 2: one bound for held + outbox; the hold gets at most half of it
+        self.max_records = outbox.max_records
+        self.hold = HoldBudget(max(1, min(max_held, self.max_records // 2)))
+        if self.hold.limit < max_held:
+            log.warning("max_held_lowered", max_held=max_held, to=self.hold.limit,
+                        why="at most half of kafka.buffer_max_messages")  # fmt: skip
+        self.sequencers = {s.upper(): Sequencer(s.upper(), budget=self.hold) for s in symbols}
         self.last_message_at: float | None = None  # monotonic
+        self.epoch: int | None = None  # rule 1: None until a connection delivers
+        self._epochs = itertools.count(1)
         self._received = {s: metrics.received.labels(s) for s in self.sequencers}
+
+    # ------------------------------------------------------------- the memory bound (rule 2)
+
+    @property
+    def in_memory(self) -> int:
+        return len(self.outbox) + self.hold.held
+
+    @property
+    def room(self) -> int:
+        return max(0, self.max_records - self.in_memory)
+
+    def page_limit(self) -> int:
+        """The largest REST page we ask for: a quarter of the bound, at most 1000."""
+        return max(1, min(1000, self.max_records // 4))
+
+    async def wait_room(self, needed: int) -> None:
+        """Until ``needed`` more records fit (acks free room; a skip may free the hold)."""
+        while self.room < needed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self.outbox.wait_change()
+
+    def resume(self, last_ids: Mapping[str, int]) -> None:
+        """Start each symbol after ``last_ids[symbol]`` (a restart's resume point) and catch up
+        from there: REST fetches the downtime, ended under rule 1 like any catch-up. Use this,
+        not a new :class:`Sequencer`, so the symbol keeps its share of the one hold budget."""
+        for symbol, last_id in last_ids.items():
+            seq = self.sequencers.get(symbol.upper())
+            if seq is None or (seq.last_id is not None and seq.last_id >= last_id):
+                continue
+            seq.last_id = last_id
+            seq.want_catch_up()
+        self.on_gap()
+
+    # --------------------------------------------------------- connections and epochs (rule 1)
+
+    def delivering(self) -> None:
+        """A connection delivered its first message: REST asked from now on is complete up to
+        what this connection delivers."""
+        self.epoch = next(self._epochs)
+        self.on_gap()  # wake the backfiller: pending catch-ups can end now
+
+    def feed_stopped(self) -> None:
+        """We closed the feed (shutdown): REST asked from now on covers all we could have got."""
+        self.epoch = next(self._epochs)
+        self.on_gap()
+
+    def catch_up_token(self, seq: Sequencer) -> CatchUpToken:
+        return self.epoch, seq.catch_up_wanted
 
     # ------------------------------------------------------------------ live WebSocket messages
 
@@ -115,8 +192,8 @@ class Intake:
             self.reject(exc, raw)
             return None
         self._received[trade.symbol].inc()
-        if self.outbox.full:
-            # No room: refuse the trade; REST brings it back once the broker drains the buffer.
+        if self.in_memory >= self.max_records:
+            # No room (rule 2): refuse it; REST brings it back once the broker drains the buffer.
             self.metrics.deferred.labels(trade.symbol).inc()
             seq.want_catch_up()
             return None
@@ -124,10 +201,12 @@ class Intake:
         self.offer(seq, Record(trade.symbol, trade.agg_id, trade.time_ms, value, False, now))
         return None
 
-    def disconnected(self) -> None:
-        """A connection dropped: trades may have been missed on every symbol."""
+    def disconnected(self, others_delivering: bool = False) -> None:
+        """A connection dropped: trades may have been missed on every symbol (rule 1). When
+        another open connection is delivering (a rollover's overlap), it is the current one."""
         for seq in self.sequencers.values():
             seq.want_catch_up()
+        self.epoch = next(self._epochs) if others_delivering else None
         self.on_gap()
 
     def reject(self, exc: ParseError, raw: bytes | str) -> None:
@@ -170,19 +249,27 @@ class Intake:
     # ------------------------------------------------------------------------- REST backfill
 
     def rest_page(
-        self, seq: Sequencer, objs: list[Any], from_id: int, until: int | None, limit: int
-    ) -> None:
-        """Apply one ``GET /api/v3/aggTrades?fromId=from_id&limit=limit`` answer.
+        self,
+        seq: Sequencer,
+        objs: list[Any],
+        from_id: int,
+        until: int | None,
+        limit: int,
+        token: CatchUpToken | None = None,
+    ) -> bool:
+        """Apply one ``GET /api/v3/aggTrades?fromId=from_id&limit=limit`` answer, asked with
+        ``token`` (:meth:`catch_up_token`; ``None``: no catch-up may end on it). True if the
+        page moved the symbol on.
 
-        Ids the page shows REST does not have (it starts later than ``from_id``; an empty
-        answer for a bounded range) are skipped and counted (sequencer rule 6).
+        Ids the page shows REST does not have (it starts later than ``from_id``) are skipped
+        and counted (sequencer rule 6); an empty answer is no progress (rule 3), and ends an
+        open-ended catch-up only under rule 1, as does a short one.
         """
+        before = seq.last_id
         if not objs:
             if until is None:
-                seq.caught_up()
-            else:
-                self.skip(seq, until, "REST has no trades in the range")
-            return
+                self._maybe_caught_up(seq, token)
+            return False
         for obj in objs:
             try:
                 if not isinstance(obj, dict):
@@ -204,4 +291,11 @@ class Intake:
             record = Record(seq.symbol, trade.agg_id, trade.time_ms, value, True, time.monotonic())
             self.offer(seq, record)
         if until is None and len(objs) < limit:
-            seq.caught_up()
+            self._maybe_caught_up(seq, token)
+        return seq.last_id != before
+
+    def _maybe_caught_up(self, seq: Sequencer, token: CatchUpToken | None) -> None:
+        """Rule 1: only an answer asked in the current epoch, after a connection delivered."""
+        if token is None or token[0] is None or token[0] != self.epoch:
+            return
+        seq.caught_up(token[1])

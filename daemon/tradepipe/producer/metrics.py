@@ -61,6 +61,16 @@ class ProducerMetrics:
             "aggregate ids given up on (REST lacked them or failed for too long)",
             ["symbol"], registry=r,
         )  # fmt: skip
+        self.abandoned = Counter(
+            "tradepipe_catch_ups_abandoned",
+            "open-ended catch-ups given up (REST failing too long; the ids show as a gap later)",
+            ["symbol"], registry=r,
+        )  # fmt: skip
+        self.reader_errors = Counter(
+            "tradepipe_ws_reader_errors",
+            "connections closed because handling a message raised an unexpected error",
+            registry=r,
+        )
         self.rest_requests = Counter(
             "tradepipe_rest_requests", "REST aggTrades requests, by HTTP status or error",
             ["status"], registry=r,

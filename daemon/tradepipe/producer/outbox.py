@@ -82,6 +82,24 @@ class Outbox:
             self._changed.clear()
             await self._changed.wait()
 
+    @property
+    def oldest_at(self) -> float | None:
+        """When the oldest unacknowledged record reached us (monotonic), if any."""
+        return self._records[0].received_at if self._records else None
+
+    async def wait_change(self) -> None:
+        """Until the next acknowledgement."""
+        self._changed.clear()
+        await self._changed.wait()
+
+    def unacked(self) -> dict[str, tuple[int, int, int]]:
+        """Per symbol: ``(count, lowest id, highest id)`` of the records not acknowledged."""
+        out: dict[str, tuple[int, int, int]] = {}
+        for r in self._records:
+            n, lo, hi = out.get(r.symbol, (0, r.agg_id, r.agg_id))
+            out[r.symbol] = (n + 1, min(lo, r.agg_id), max(hi, r.agg_id))
+        return out
+
     async def wait_empty(self) -> None:
         while self._records:
             self._changed.clear()

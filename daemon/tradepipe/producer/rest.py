@@ -5,8 +5,11 @@
 - ``X-MBX-USED-WEIGHT-1M`` above that share pauses us until the next minute.
 - 429 (too many requests) and 418 (IP banned for ignoring 429s) raise :class:`RateLimited` with
   the server's ``Retry-After``; the caller must wait that long.
-- Network errors and 5xx raise :class:`RestUnavailable` (retry); other statuses raise
-  :class:`RestRejected` (retrying the same request would not help).
+- 451 (a restricted region) raises :class:`GeoBlocked`, told once by :class:`GeoBlock`.
+- Network errors, 403 (Binance's WAF), 5xx and answers that are not a JSON array raise
+  :class:`RestUnavailable`; other statuses raise :class:`RestRejected`. All are
+  :class:`RestError`: the backfiller retries every one of them until its time limit, since a
+  wrong answer now says little about the same request a minute later.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import aiohttp
 import orjson
 import structlog
 
+from tradepipe.producer.geoblock import GeoBlock
 from tradepipe.producer.metrics import ProducerMetrics
 
 log = structlog.get_logger(__name__)
@@ -27,7 +31,11 @@ AGG_TRADES_WEIGHT = 4
 MAX_LIMIT = 1000
 
 
-class RestUnavailable(Exception):
+class RestError(Exception):
+    """A request that did not give a page."""
+
+
+class RestUnavailable(RestError):
     """Transient: the request may succeed if retried later."""
 
 
@@ -37,8 +45,12 @@ class RateLimited(RestUnavailable):
         self.status, self.retry_after = status, retry_after
 
 
-class RestRejected(Exception):
-    """Permanent: the server refused the request (e.g. unknown symbol)."""
+class RestRejected(RestError):
+    """The server refused the request (e.g. unknown symbol)."""
+
+
+class GeoBlocked(RestRejected):
+    """HTTP 451: Binance refuses this region (see :mod:`tradepipe.producer.geoblock`)."""
 
 
 class AggTradesClient:
@@ -49,8 +61,10 @@ class AggTradesClient:
         metrics: ProducerMetrics,
         weight_per_minute: int = 1200,
         timeout: float = 10.0,
+        geo: GeoBlock | None = None,
     ) -> None:
         self.url = base_url.rstrip("/") + "/api/v3/aggTrades"
+        self.geo = geo or GeoBlock()
         self.session, self.metrics = session, metrics
         self.weight_per_minute = weight_per_minute
         self.interval = 60.0 * AGG_TRADES_WEIGHT / weight_per_minute
@@ -60,28 +74,32 @@ class AggTradesClient:
 
     async def fetch(self, symbol: str, from_id: int, limit: int = MAX_LIMIT) -> list[Any]:
         """Up to ``limit`` aggTrades of ``symbol`` from id ``from_id`` (inclusive), in id order."""
-        async with self._lock:  # one request at a time, paced
-            wait = self._next_at - time.monotonic()
+        async with self._lock:  # requests start one at a time, paced; one slow answer
+            wait = self._next_at - time.monotonic()  # does not hold up the next request
             if wait > 0:
                 await asyncio.sleep(wait)
             self._next_at = time.monotonic() + self.interval
-            params = {"symbol": symbol.upper(), "fromId": str(from_id), "limit": str(limit)}
-            try:
-                async with self.session.get(self.url, params=params, timeout=self.timeout) as resp:
-                    body = await resp.read()
-                    status, headers = resp.status, resp.headers
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                self.metrics.rest_requests.labels("error").inc()
-                raise RestUnavailable(f"GET {self.url}: {exc!r}") from exc
-            self.metrics.rest_requests.labels(str(status)).inc()
-            self._respect_weight(headers.get("X-MBX-USED-WEIGHT-1M"))
+        params = {"symbol": symbol.upper(), "fromId": str(from_id), "limit": str(limit)}
+        try:
+            async with self.session.get(self.url, params=params, timeout=self.timeout) as resp:
+                body = await resp.read()
+                status, headers = resp.status, resp.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.metrics.rest_requests.labels("error").inc()
+            raise RestUnavailable(f"GET {self.url}: {exc!r}") from exc
+        self.metrics.rest_requests.labels(str(status)).inc()
+        self._respect_weight(headers.get("X-MBX-USED-WEIGHT-1M"))
         if status in (418, 429):
             retry_after = _seconds(headers.get("Retry-After"), default=60.0)
             log.error("rest_rate_limited", status=status, retry_after=retry_after)
             self._next_at = time.monotonic() + retry_after
             raise RateLimited(status, retry_after)
-        if status >= 500:
-            raise RestUnavailable(f"GET {self.url}: HTTP {status}")
+        if status == 451:
+            self.geo.refused("rest", self.url)
+            raise GeoBlocked(f"GET {self.url}: HTTP 451 (restricted region)")
+        self.geo.answered("rest")
+        if status >= 500 or status == 403:
+            raise RestUnavailable(f"GET {self.url}: HTTP {status}: {body[:100]!r}")
         if status != 200:
             raise RestRejected(f"GET {self.url} {params}: HTTP {status}: {body[:200]!r}")
         try:

@@ -12,14 +12,32 @@ that only set the flag, and tests call :func:`serve` in-process with their own e
 Shutdown order (bounded by ``shutdown_seconds``, well inside systemd's ``TimeoutStopSec``):
 
 1. ``STOPPING=1``; stop reading: close the WebSocket connections (nothing new is accepted);
-2. stop the backfiller (a page being fetched is abandoned: nothing half-applied);
-3. wait until every accepted record is acknowledged by the broker (or time runs out: logged
-   with the number left behind);
+   the intake opens its last epoch, so REST answers from now on can end catch-ups;
+2. let the backfiller finish what is missing (held trades' gaps, catch-ups), for at most
+   three quarters of the time; then stop it (a page being fetched is abandoned);
+3. wait until every accepted record is acknowledged by the broker (or time runs out);
 4. stop the publisher and the sink (flush, disconnect), write the state file, then the
    metrics server.
 
-A task that crashes cancels the others and the exception propagates: the process exits
-non-zero and systemd restarts it (``Restart=on-failure``).
+Whatever is left behind (held trades, ranges still missing, records not acknowledged) is
+logged at error level per symbol with its ids (``shutdown_left_behind``) and in one summary
+with the counts (``stopped_with_leftovers``), and the exit status is 1: "stopped" with 0 means
+nothing was left. (Trades of the downtime itself are the next start's business: it resumes.)
+
+Every task's death is fatal: one that crashes or returns cancels the others and the process
+exits non-zero (systemd restarts it, ``Restart=on-failure``) — a dead reader is the exception,
+recovered by a new connection inside the feed. The tasks are cancelled until they are done
+(a task swallowing its one cancellation must not keep the process alive and deaf to SIGTERM).
+
+Health: ``/healthz`` answers 503 with the reason when Binance refuses the region (451), the
+feed or the broker is not connected, the backfill is failing, or the pipeline is *stalled*.
+Stalled means work is waiting and nothing moves for ``feed.stall_seconds``: records in the
+buffer and no acknowledgement while the broker is connected, ranges missing and no REST try,
+no connection and no attempt. A quiet market (nothing waiting) is healthy. ``WATCHDOG=1`` is
+withheld while stalled (for 4 x ``kafka.request_timeout_ms`` longer: the broker client's own
+time to notice a dead broker), so systemd restarts a wedged process (and the restart
+resumes); outages of Binance or Kafka are not stalls (a restart would fix nothing), only
+/healthz says.
 """
 
 from __future__ import annotations
@@ -28,7 +46,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -39,6 +57,7 @@ from tradepipe.observability import Health, MetricsServer, Notifier
 from tradepipe.producer.backfill import Backfiller
 from tradepipe.producer.backoff import Backoff
 from tradepipe.producer.feed import Feed, stream_url
+from tradepipe.producer.geoblock import GeoBlock
 from tradepipe.producer.intake import Intake
 from tradepipe.producer.kafka import KafkaTradeSink
 from tradepipe.producer.metrics import ProducerMetrics
@@ -92,43 +111,98 @@ class Producer:
         self.intake = Intake(
             feed.symbols, self.outbox, self.metrics, self.quarantine,
             max_held=int(feed.max_held), on_gap=lambda: self.backfiller.wake(),
-            last_ids=last_ids,
         )  # fmt: skip
-        for seq in self.intake.sequencers.values():
-            seq.want_catch_up()  # resumed symbols: backfill from last_id + 1 (no-op if fresh)
+        self.geo = GeoBlock()
         self.feed = Feed(
             stream_url(feed.ws_url, feed.symbols), self.intake, self.metrics,
             rollover_seconds=feed.rollover_seconds,
             backoff=Backoff(cap=feed.backoff_max_seconds),
-            on_connected=self._maybe_ready,
+            on_connected=self._maybe_ready, geo=self.geo,
         )  # fmt: skip
         self.http = aiohttp.ClientSession()
         self.backfiller = Backfiller(
             self.intake,
-            AggTradesClient(feed.rest_url, self.http, self.metrics, feed.rest_weight_per_minute),
-            self.outbox,
+            AggTradesClient(
+                feed.rest_url, self.http, self.metrics, feed.rest_weight_per_minute, geo=self.geo
+            ),
             give_up_seconds=feed.backfill_give_up_seconds,
+            retry_cap=min(30.0, max(0.5, feed.backfill_give_up_seconds / 4)),
         )
+        # a restart: each symbol starts where it left off and catches up (producer/resume.py)
+        self.intake.resume(last_ids or {})
         self.started_at = time.monotonic()
         self.ready = asyncio.Event()
         self.server: MetricsServer | None = None
 
     def health(self) -> Health:
-        """200 when connected and trades were acknowledged recently (ARCHITECTURE.md)."""
-        stall = self.settings.feed.stall_seconds
+        """200 when connected, nothing failing and nothing stalled (module docstring)."""
         now = time.monotonic()
+        if (geo := self.geo.reason) is not None:
+            return Health(False, geo)
         if not self.feed.connected:
             return Health(False, "feed not connected")
         if not self.publisher.started.is_set():
             return Health(False, "broker not connected")
-        last = self.publisher.last_ack_at or self.started_at
-        if now - last > stall:
-            return Health(
-                False,
-                f"no trade acknowledged for {now - last:.0f} s "
-                f"({len(self.outbox)} buffered, last message {self._since_message(now)})",
-            )
-        return Health(True, f"ok: {len(self.outbox)} buffered")
+        if (why := self.stalled(now)) is not None:
+            return Health(False, f"stalled: {why}")
+        if self.backfiller.failing:
+            failing = "; ".join(f"{s}: {e}" for s, e in sorted(self.backfiller.failing.items()))
+            return Health(False, f"backfill failing ({failing})")
+        waiting = len(self.outbox)
+        quiet = "" if waiting or self.missing_symbols() else ", quiet: nothing waiting"
+        return Health(True, f"ok: {waiting} buffered, last message {self._since_message(now)}"
+                            f"{quiet}")  # fmt: skip
+
+    def stalled(self, now: float, grace: float = 0.0) -> str | None:
+        """Why the pipeline is wedged: work waiting and its stage not moving for
+        ``feed.stall_seconds`` (+ ``grace``); ``None`` otherwise (a quiet market, an outage
+        being retried)."""
+        stall = self.settings.feed.stall_seconds + grace
+
+        def idle(at: float | None) -> float:
+            return now - (at if at is not None else self.started_at)
+
+        waiting = len(self.outbox)
+        since_ack, oldest = idle(self.publisher.last_ack_at), idle(self.outbox.oldest_at)
+        if waiting and self.publisher.started.is_set() and min(since_ack, oldest) > stall:
+            last = self._since_message(now)
+            return (f"no trade acknowledged for {since_ack:.0f} s with {waiting} waiting, "
+                    f"the oldest for {oldest:.0f} s (last message {last})")  # fmt: skip
+        since_try = idle(self.backfiller.last_try_at)
+        missing = self.missing_symbols()
+        if missing and not self.backfiller.failing and since_try > stall:
+            if self.intake.room >= self.intake.page_limit():
+                return f"ids missing ({', '.join(missing)}) and no REST try for {since_try:.0f} s"
+        since_attempt = idle(self.feed.last_attempt_at)
+        limit = stall + self.settings.feed.backoff_max_seconds + self.feed.open_timeout
+        if not self.feed.connected and since_attempt > limit:
+            return f"not connected and no connection attempt for {since_attempt:.0f} s"
+        return None
+
+    def missing_symbols(self) -> list[str]:
+        return [s for s, seq in self.intake.sequencers.items() if seq.missing() is not None]
+
+    def leftovers(self) -> list[dict[str, object]]:
+        """Per symbol, what a stop now would leave behind: held trades, missing ids, records
+        not acknowledged (with their ids)."""
+        out: list[dict[str, object]] = []
+        unacked = self.outbox.unacked()
+        for symbol, seq in self.intake.sequencers.items():
+            item: dict[str, object] = {}
+            if (held := seq.held_range()) is not None:
+                item.update(held=seq.held, held_ids=f"{held[0]}-{held[1]}")
+            if (missing := seq.missing()) is not None:
+                first, until = missing
+                item["missing_ids"] = f"{first}-" + ("(open: catch-up)" if until is None
+                                                     else str(until))  # fmt: skip
+                if until is not None:
+                    item["missing"] = until - first + 1
+            if symbol in unacked:
+                n, lo, hi = unacked[symbol]
+                item.update(unflushed=n, unflushed_ids=f"{lo}-{hi}")
+            if item:
+                out.append({"symbol": symbol, **item})
+        return out
 
     def _since_message(self, now: float) -> str:
         at = self.intake.last_message_at
@@ -150,12 +224,24 @@ class Producer:
             self.options.on_ready(self)
 
     async def watchdog(self, interval: float) -> None:
-        """``WATCHDOG=1`` while the event loop runs; the loop being alive is what systemd
-        can fix by restarting: a stalled *feed* shows in /healthz instead, since a restart
-        would drop the buffer and help nothing."""
+        """``WATCHDOG=1`` while the pipeline makes progress (module docstring): withheld while
+        :meth:`stalled`, so systemd restarts a wedged process; sent through outages of Binance
+        or Kafka (a restart would fix nothing; /healthz says what is wrong)."""
+        reported = False
+        # the broker client notices a dead broker itself after 4 x request_timeout (it then
+        # reports "not connected", an outage): the watchdog waits that out before it calls a
+        # stall a wedge
+        grace = 4 * self.settings.kafka.request_timeout_ms / 1000
         while True:
-            if self.options.watchdog_seconds is not None:
-                self.options.notifier.watchdog()
+            now = time.monotonic()
+            why = self.stalled(now, grace)
+            if why is None:
+                reported = False
+                if self.options.watchdog_seconds is not None:
+                    self.options.notifier.watchdog()
+            elif not reported:
+                reported = True
+                log.error("pipeline_stalled", why=why, watchdog="withheld")
             self.metrics.buffered.set(len(self.outbox))
             for symbol, ms in self.publisher.last_trade_ms.items():
                 self.metrics.last_trade_age.labels(symbol).set(max(0.0, time.time() - ms / 1000))
@@ -176,31 +262,31 @@ async def serve(settings: Settings, stop: asyncio.Event, options: Options | None
     if options.serve_metrics:
         await server.start()
         log.info("metrics_listening", url=server.url)
-    left = 0
+    status = 0
     try:
         async with asyncio.TaskGroup() as tg:
             # the broker connection and the feed start together; READY=1 once both are up (the
             # outbox holds early trades meanwhile)
-            publishing = tg.create_task(p.publisher.run(), name="publisher")
-            reading = tg.create_task(p.feed.run(), name="feed")
-            backfilling = tg.create_task(p.backfiller.run(), name="backfill")
-            ticking = tg.create_task(p.watchdog(options.watchdog_seconds or 5.0), name="tick")
+            tasks = {
+                "publisher": tg.create_task(p.publisher.run(), name="publisher"),
+                "feed": tg.create_task(p.feed.run(), name="feed"),
+                "backfill": tg.create_task(p.backfiller.run(), name="backfill"),
+                "tick": tg.create_task(p.watchdog(options.watchdog_seconds or 5.0), name="tick"),
+            }
             if p.state is not None:
-                saving = tg.create_task(p.state.run(), name="state")
-            await stop.wait()
-            # -- ordered shutdown (module docstring) --
-            options.notifier.stopping("flushing to the broker")
-            log.info("stopping", buffered=len(p.outbox))
-            p.feed.stop()
-            await reading
-            backfilling.cancel()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(p.outbox.wait_empty(), options.shutdown_seconds)
-            left = len(p.outbox)
-            publishing.cancel()
-            ticking.cancel()
-            if p.state is not None:
-                saving.cancel()
+                tasks["state"] = tg.create_task(p.state.run(), name="state")
+            try:
+                ended = await _stop_or_death(stop, tasks)
+            except asyncio.CancelledError:  # a task crashed: make sure every other one ends
+                await _cancel_all(tasks.values())
+                raise
+            if ended is not None:
+                await _cancel_all(tasks.values())
+                raise RuntimeError(f"the {ended} task ended by itself")
+            status = await _shutdown(p, tasks, options)
+    except BaseException:
+        _report_leftovers(p, crashed=True)
+        raise
     finally:
         await p.sink.stop()
         if p.state is not None and p.state.flush():
@@ -208,11 +294,81 @@ async def serve(settings: Settings, stop: asyncio.Event, options: Options | None
         await p.http.close()
         if options.serve_metrics:
             await server.stop()
-    if left:
-        log.error("stopped_with_unflushed_trades", unflushed=left)
-        return 1
+    if status:
+        return status
     log.info("stopped", produced=_total(p.metrics))
     return 0
+
+
+async def _shutdown(p: Producer, tasks: dict[str, asyncio.Task[None]], options: Options) -> int:
+    """The ordered shutdown of the module docstring; the exit status."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + options.shutdown_seconds
+    options.notifier.stopping("flushing to the broker")
+    log.info("stopping", buffered=len(p.outbox), missing=p.missing_symbols())
+    # 1. stop reading
+    p.feed.stop()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.1, deadline - loop.time())):
+            await asyncio.shield(tasks["feed"])
+    await _cancel_all([tasks["feed"]])
+    p.intake.feed_stopped()
+    # 2. finish the backfill (three quarters of the time at most)
+    backfill_until = loop.time() + 0.75 * max(0.0, deadline - loop.time())
+    backfilling = tasks["backfill"]
+    while p.missing_symbols() and loop.time() < backfill_until and not backfilling.done():  # noqa: ASYNC110 - a condition over every symbol, no one event
+        await asyncio.sleep(0.05)
+    await _cancel_all([tasks["backfill"]])
+    # 3. flush
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, deadline - loop.time())):
+            await p.outbox.wait_empty()
+    # 4. stop publishing (the state file is written once more after the sink's flush)
+    await _cancel_all([t for name, t in tasks.items() if name in ("publisher", "tick", "state")])
+    return 1 if _report_leftovers(p, crashed=False) else 0
+
+
+def _report_leftovers(p: Producer, crashed: bool) -> bool:
+    """Log what is left behind (error level, per symbol with ids); True if anything."""
+    left = p.leftovers()
+    for item in left:
+        log.error("shutdown_left_behind", **item)
+    if left:
+        log.error(
+            "crashed_with_leftovers" if crashed else "stopped_with_leftovers",
+            held=sum(int(str(i.get("held", 0))) for i in left),
+            missing=sum(int(str(i.get("missing", 0))) for i in left),
+            open_catch_ups=sum(1 for i in left if "open" in str(i.get("missing_ids", ""))),
+            unflushed=sum(int(str(i.get("unflushed", 0))) for i in left),
+            symbols=[i["symbol"] for i in left],
+        )
+    return bool(left)
+
+
+async def _stop_or_death(stop: asyncio.Event, tasks: dict[str, asyncio.Task[None]]) -> str | None:
+    """Wait for ``stop`` (``None``) or for a task to end (its name; a crash cancels us)."""
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait([stopping, *tasks.values()], return_when="FIRST_COMPLETED")
+    finally:
+        stopping.cancel()
+    if stopping in done:
+        return None
+    return next(name for name, task in tasks.items() if task in done)
+
+
+async def _cancel_all(tasks: Iterable[asyncio.Task[None]], within: float = 10.0) -> None:
+    """Cancel until done: a task may swallow one cancellation (Python 3.11's ``wait_for``
+    does when the awaited thing completes at the same moment); it must not swallow them all."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + within
+    while pending := [t for t in tasks if not t.done()]:
+        if loop.time() >= until:
+            log.error("tasks_not_ending", tasks=[t.get_name() for t in pending])
+            return
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)
 
 
 def _total(metrics: ProducerMetrics) -> int:

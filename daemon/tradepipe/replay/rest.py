@@ -8,6 +8,10 @@ Rules:
 2. Every ``/api/v3`` request adds its weight (aggTrades 4) to the current wall-clock minute; the
    response carries the minute's total in ``X-MBX-USED-WEIGHT-1M``. Past the limit the answer
    is 429 with ``Retry-After`` (seconds to the next minute) and code -1003.
+3. Faults (for tests, :class:`RestFaults`): for a while every aggTrades request is answered
+   with a chosen status (403 as Binance's WAF sends it, 5xx, 429/418 with ``Retry-After``, 451
+   as for a blocked region); or REST *lags*: it shows only the trades published before the
+   lag began (empty pages for newer ids), as Binance's REST may trail its stream.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
@@ -95,6 +100,36 @@ def error_response(exc: RestError, headers: Mapping[str, str] | None = None) -> 
     )
 
 
+GEO_BLOCK_MSG = (
+    "Service unavailable from a restricted location according to 'b. Eligibility' in "
+    "https://www.binance.com/en/terms. Please contact customer service if you believe you "
+    "received this message in error."
+)
+
+
+@dataclass(slots=True)
+class RestFaults:
+    """Rule 3: what the aggTrades endpoint does wrong, and until when (monotonic)."""
+
+    status: int = 0
+    status_until: float = 0.0
+    retry_after: int = 1
+    lag_until: float = 0.0
+    lag_ids: dict[str, int] = field(default_factory=dict)
+    geo_blocked: bool = False
+    symbols: frozenset[str] | None = None  # the failing status only for these (None: all)
+
+    def failing(self, now: float, symbol: str) -> int:
+        if self.geo_blocked:
+            return 451
+        if self.symbols is not None and symbol.upper() not in self.symbols:
+            return 0
+        return self.status if now < self.status_until else 0
+
+    def max_id(self, symbol: str, now: float) -> int | None:
+        return self.lag_ids.get(symbol) if now < self.lag_until else None
+
+
 class RestApi:
     """The ``/api/v3`` routes over a :class:`PublishedTrades`."""
 
@@ -102,6 +137,31 @@ class RestApi:
         self.published = published
         self.meter = WeightMeter(weight_limit)
         self.requests = 0
+        self.faults = RestFaults()
+        self.failed_requests = 0
+
+    def fail(
+        self, status: int, seconds: float, retry_after: int = 1, symbols: list[str] | None = None
+    ) -> None:
+        """Answer aggTrades requests (for ``symbols``, or all) ``status`` for ``seconds``."""
+        self.faults.status, self.faults.retry_after = status, retry_after
+        self.faults.symbols = None if symbols is None else frozenset(s.upper() for s in symbols)
+        self.faults.status_until = time.monotonic() + seconds
+
+    def lag(self, seconds: float) -> None:
+        """For ``seconds``, show only what is published now (newer ids: empty pages)."""
+        last = {s: self.published.last_id(s) for s in self.published.symbols}
+        self.faults.lag_ids = {s: -1 if i is None else i for s, i in last.items()}
+        self.faults.lag_until = time.monotonic() + seconds
+
+    def _fault_response(self, status: int) -> web.Response:
+        self.failed_requests += 1
+        if status == 451:
+            return web.Response(status=451, text=GEO_BLOCK_MSG)
+        headers = {"Retry-After": str(self.faults.retry_after)} if status in (418, 429) else None
+        if status == 403:  # Binance's WAF: an HTML page, not the API's JSON error
+            return web.Response(status=403, text="<html>403 Forbidden</html>", headers=headers)
+        return error_response(RestError(-1000, f"HTTP {status} (emulated)", status), headers)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -121,6 +181,9 @@ class RestApi:
         return headers
 
     async def agg_trades(self, request: web.Request) -> web.Response:
+        now = time.monotonic()
+        if status := self.faults.failing(now, request.query.get("symbol", "")):
+            return self._fault_response(status)
         try:
             headers = self._charge(AGG_TRADES_WEIGHT)
         except _Limited as limited:
@@ -129,7 +192,8 @@ class RestApi:
             symbol, query = parse_agg_trades(request.query, self.published)
         except RestError as exc:
             return error_response(exc, headers)
-        body = b"[" + b",".join(self.published.select(symbol, query)) + b"]"
+        page = self.published.select(symbol, query, self.faults.max_id(symbol, now))
+        body = b"[" + b",".join(page) + b"]"
         return web.Response(body=body, content_type="application/json", headers=headers)
 
     async def ping(self, request: web.Request) -> web.Response:

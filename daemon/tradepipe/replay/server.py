@@ -14,9 +14,18 @@ Rules (what makes it behave like the exchange):
    ``replay finished: N trades`` is reported — or, with ``loop``, the tape starts over with
    ids and times shifted past the previous pass, so nothing repeats.
 
-The fault-injection methods (``drop_connections``, ``inject_raw``, ``send_server_shutdown``,
-``expire_connections``, ``pause``/``resume``) are the Python API for in-process tests;
-:mod:`tradepipe.replay.control` exposes the same over HTTP.
+The fault-injection methods (``drop_connections``, ``drop_at``, ``refuse_connections``,
+``inject_raw``, ``send_server_shutdown``, ``expire_connections``, ``pause``/``resume``,
+``geo_block``, and ``rest.fail``/``rest.lag`` for REST) are the Python API for in-process
+tests; :mod:`tradepipe.replay.control` exposes the same over HTTP.
+
+5. Refused connections (``refuse_connections``): until the time is up, every WebSocket
+   handshake is answered HTTP 503 while trading (and REST) go on. ``drop_at(n)`` cuts every
+   connection exactly when ``n`` trades have been published, before trade ``n + 1`` is queued
+   (any of the ``n`` still in a send queue is lost with the connection, as on a real cut), so a
+   test can place a drop a chosen time before the market goes quiet.
+6. Geo-blocking (``geo_block``): HTTP 451 with Binance's text to handshakes and REST, as
+   Binance answers requests from restricted regions.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from tradepipe.replay.connection import CLOSE_EXPIRED, CLOSE_SHUTDOWN, CLOSE_SLO
 from tradepipe.replay.malformed import Malformed, make_malformed, schedule
 from tradepipe.replay.options import ReplayOptions
 from tradepipe.replay.protocol import Subscriptions, stream_of, streams_from_path
-from tradepipe.replay.rest import RestApi
+from tradepipe.replay.rest import GEO_BLOCK_MSG, RestApi
 from tradepipe.replay.store import PublishedTrades
 from tradepipe.replay.tape import Tape
 
@@ -90,6 +99,10 @@ class Emulator:
         self._publisher: asyncio.Task[None] | None = None
         self._periods = _loop_periods(tape)
         self.host, self.port = self.options.host, 0
+        self._refuse_until = 0.0  # monotonic (rule 5)
+        self._drop_at: tuple[int, float] | None = None  # (published count, refuse seconds)
+        self.geo_blocked = False
+        self.refused = 0  # handshakes refused (rule 5, 6)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -195,6 +208,19 @@ class Emulator:
             conn.abort()
         return len(conns)
 
+    def refuse_connections(self, seconds: float) -> None:
+        """Answer every WebSocket handshake HTTP 503 for ``seconds`` (rule 5)."""
+        self._refuse_until = time.monotonic() + seconds
+
+    def drop_at(self, published: int, refuse_seconds: float = 0.0) -> None:
+        """Drop every connection when ``published`` trades are out, then refuse new ones for
+        ``refuse_seconds`` (rule 5)."""
+        self._drop_at = (published, refuse_seconds)
+
+    def geo_block(self, blocked: bool = True) -> None:
+        """Answer handshakes and REST with HTTP 451 (rule 6)."""
+        self.geo_blocked = self.rest.faults.geo_blocked = blocked
+
     def expire_connections(self) -> int:
         """Close every connection as the 24-hour limit does."""
         conns = list(self.connections.values())
@@ -243,10 +269,19 @@ class Emulator:
             "malformed_sent": self.malformed_sent,
             "injected": self.injected,
             "rest_requests": self.rest.requests,
+            "rest_failed": self.rest.failed_requests,
+            "refused": self.refused,
+            "geo_blocked": self.geo_blocked,
         }
 
     # -- WebSocket ---------------------------------------------------------------------
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
+        if self.geo_blocked:
+            self.refused += 1
+            raise web.HTTPUnavailableForLegalReasons(link=None, text=GEO_BLOCK_MSG)
+        if time.monotonic() < self._refuse_until:
+            self.refused += 1
+            raise web.HTTPServiceUnavailable(text="connections refused (emulated outage)")
         combined = request.path == "/stream"
         raw_streams = (
             request.query.get("streams", "") if combined else request.match_info.get("streams", "")
@@ -337,6 +372,13 @@ class Emulator:
         )
 
     def _publish(self, trade: Trade, event: dict[str, Any]) -> None:
+        if self._drop_at is not None and self.published.count >= self._drop_at[0]:
+            refuse = self._drop_at[1]
+            self._drop_at = None
+            self.log(f"dropping connections after {self.published.count} trades")
+            self.drop_connections()
+            if refuse > 0:
+                self.refuse_connections(refuse)
         a, p, q, f, l, t = (event[k] for k in ("a", "p", "q", "f", "l", "T"))  # noqa: E741
         p, q, m = p.encode(), q.encode(), b"true" if event["m"] else b"false"
         raw = _EVENT_FORMAT % (event["E"], event["s"].encode(), a, p, q, f, l, t, m)

@@ -71,13 +71,15 @@ class PublishedTrades:
         ids = self._series[symbol].ids
         return ids[-1] if ids else None
 
-    def select(self, symbol: str, query: Query) -> list[bytes]:
+    def select(self, symbol: str, query: Query, max_id: int | None = None) -> list[bytes]:
         """The REST objects a query returns, in id order (Binance's semantics):
 
         - ``fromId`` and/or ``startTime``: the first ``limit`` trades at or after them;
         - ``endTime`` bounds from above (inclusive); with only ``endTime``, the last ``limit``
           trades up to it;
-        - none of the three: the most recent ``limit`` trades.
+        - none of the three: the most recent ``limit`` trades;
+        - ``max_id`` (not a Binance parameter: the emulator's lagging REST view) hides every
+          trade above it.
         """
         s = self._series[symbol]
         lo, hi = 0, len(s.ids)
@@ -87,6 +89,8 @@ class PublishedTrades:
             lo = max(lo, bisect_left(s.times, query.start_time))
         if query.end_time is not None:
             hi = min(hi, bisect_right(s.times, query.end_time))
+        if max_id is not None:
+            hi = min(hi, bisect_right(s.ids, max_id))
         if lo >= hi:
             return []
         if query.from_id is None and query.start_time is None:
