@@ -45,7 +45,9 @@ def reference(raw: bytes, symbol: str | None = None, now_ms: int | None = None) 
     if len(raw) > 64 * 1024:
         return None
     try:
-        obj = json.loads(raw, parse_constant=_no_constants, parse_int=_int_or_huge)
+        obj = json.loads(
+            raw, parse_constant=_no_constants, parse_int=_int_or_huge, object_pairs_hook=_Obj
+        )
         _no_surrogates(obj)
     except (ValueError, RecursionError, Refused):  # UnicodeDecodeError is a ValueError
         return None
@@ -60,6 +62,20 @@ def _too_deep(obj: Any, level: int = 1) -> bool:
         return True
     children = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else ()
     return any(_too_deep(c, level + 1) for c in children if isinstance(c, dict | list))
+
+
+class _Obj(dict[str, Any]):
+    """A JSON object as ``json`` gives it (of repeated keys the last wins), remembering the
+    earlier values of repeated keys: the decoder type-checks every occurrence of a field."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        seen: set[str] = set()
+        self.earlier: list[tuple[str, Any]] = []
+        for key, value in reversed(pairs):
+            if key in seen:
+                self.earlier.append((key, value))
+            seen.add(key)
 
 
 class Huge:
@@ -101,15 +117,22 @@ def _reference(obj: Any, symbol: str | None, now_ms: int | None) -> Trade:
         if not ok:
             raise Refused
 
+    kinds = {"e": str, "E": int, "T": int, "s": str, "stream": str, "m": bool, "p": str, "q": str}
+
+    def typed_value(key: str, value: Any) -> None:
+        if key in kinds:
+            need(type(value) is kinds[key])
+        elif key in ("a", "f", "l"):
+            need(_int(value) and 0 <= value <= MAX_ID)
+        elif key == "data":
+            typed(value)
+
     def typed(obj: Any) -> None:
-        """What the decoder's types already refuse, in the wrapper and in the event."""
-        need(type(obj) is dict)
-        kinds = {"e": str, "E": int, "T": int, "s": str, "stream": str, "m": bool, "p": str}
-        for key, kind in {**kinds, "q": str}.items():
-            need(key not in obj or type(obj[key]) is kind)
-        for key in ("a", "f", "l"):
-            need(key not in obj or (_int(obj[key]) and 0 <= obj[key] <= MAX_ID))
-        need("data" not in obj or type(obj["data"]) is dict)
+        """What the decoder's types already refuse, in the wrapper and in the event (every
+        occurrence of a repeated field too: the last one wins only if all pass)."""
+        need(isinstance(obj, dict))
+        for key, value in [*obj.items(), *getattr(obj, "earlier", [])]:
+            typed_value(key, value)
 
     typed(obj)
     if "data" in obj:

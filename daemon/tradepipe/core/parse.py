@@ -19,7 +19,8 @@ line has had every byte checked by the decoder, so rules 3 and 4 need no scan of
    A field of the wrong JSON type (an id that is a string, a float or ``true``; ``p`` not a
    string; ``m`` not a boolean; ...), an id outside ``0..MAX_ID``, or a number beyond the
    decoder's range (``1e400``) -> the reason of that field's rule below. Unknown fields are
-   ignored (Vector adds some); of repeated keys, the last wins.
+   ignored (Vector adds some); of repeated keys the last wins, but every occurrence of a
+   field is type-checked by the decoder (`{"m":"x","m":false}` -> `bad_flag`).
 
 **Step 2, validate** (:func:`check`, and :func:`validate` which makes the Trade):
 
