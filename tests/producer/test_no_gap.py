@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import time
 import uuid
@@ -364,6 +365,55 @@ async def test_an_unexpected_exception_in_the_reader_reconnects_and_loses_nothin
     assert errors == 1 and reconnects >= 1
     failed = [e for e in logs if e["event"] == "ws_reader_failed"]
     assert len(failed) == 1 and failed[0]["log_level"] == "error"
+
+
+ABSURD_ID = 10**15  # inside the parser's bounds (< 2^53), far beyond any real aggregate id
+
+
+async def test_an_absurd_live_id_is_set_aside_not_skipped_to(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """One live trade with an absurd id is held (a jump: ids missing before it). REST answers
+    "nothing from last_id + 1" for the whole give-up time, so the exchange does not know it:
+    it is set aside into the quarantine (counted, logged with its id) -- not skipped to, which
+    would count ~10^15 trades lost and make every real trade after it a duplicate. Every trade
+    of the tape reaches Kafka once, in order, nothing is counted lost, the stop is clean."""
+    tape = synthetic_tape(per_symbol=500, seconds=6.0, seed=5)
+    with structlog.testing.capture_logs() as logs:
+        async with running(
+            tape, kafka_bootstrap, tmp_path, speed=1.0, backfill_give_up_seconds=1.0
+        ) as run:
+            await asyncio.wait_for(run.emu.wait_published(len(tape.trades) // 4), 30)
+            now = int(time.time() * 1000)
+            bogus = (
+                b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":%d,"s":"BTCUSDT",'
+                b'"a":%d,"p":"1.5","q":"2","f":%d,"l":%d,"T":%d,"m":false,"M":true}}'
+                % (now, ABSURD_ID, ABSURD_ID, ABSURD_ID, now)
+            )
+            assert run.emu.inject_raw(bogus) == 1
+            await asyncio.wait_for(run.emu.finished.wait(), 30)
+            await _all_acked(run, tape)
+            p = run.producer
+
+            def set_aside() -> float:
+                return _metric(p, "tradepipe_trades_quarantined_total", symbol="BTCUSDT",
+                               reason="not_on_exchange")  # fmt: skip
+
+            await _until(lambda: set_aside() == 1, 30)
+            status = await _stopped(run)
+            records = await read_topic(kafka_bootstrap, run.topic, len(tape.trades), 15)
+            unfilled = _metric_total(p, "tradepipe_gap_unfilled_trades_total")
+    assert_exactly_once_in_order(records, tape)
+    assert unfilled == 0, "nothing was skipped"
+    assert status == 0
+    aside = [e for e in logs if e["event"] == "held_trades_set_aside"]
+    assert len(aside) == 1 and aside[0]["log_level"] == "error"
+    assert aside[0]["first"] == aside[0]["last"] == ABSURD_ID
+    entries = [
+        json.loads(line) for line in (tmp_path / "quarantine.ndjson").read_text().splitlines()
+    ]
+    kept = [e for e in entries if e["reason"] == "not_on_exchange"]
+    assert len(kept) == 1 and json.loads(kept[0]["raw"])["a"] == ABSURD_ID
 
 
 async def test_a_crashing_task_ends_the_process_with_an_error_and_closes_the_feed(

@@ -16,6 +16,11 @@ Rules:
    ``tradepipe_gap_unfilled_trades_total``; an open-ended catch-up (how many were missed is
    unknown) is logged at error level and counted in ``tradepipe_catch_ups_abandoned_total``,
    and the next live trade shows the gap as a bounded range, which is tried again.
+   Except: when every try of a bounded range was *answered* and showed nothing from its first
+   id (no error, only empty answers), the exchange does not know the held trades that bound it
+   (an absurd id, a foreign message): they are set aside into the quarantine instead
+   (sequencer rule 8, ``tradepipe_trades_quarantined_total{reason="not_on_exchange"}``) and a
+   catch-up brings back any that were real; nothing is skipped.
 5. An open-ended catch-up that REST answers with nothing newer, while it may not end yet (no
    connection delivering since the drop: intake rule 1), waits for the next wake-up or second;
    that is not a failure: REST simply has nothing newer yet.
@@ -76,6 +81,7 @@ class Backfiller:
     async def fill(self, seq: Sequencer) -> None:
         """Fetch until ``seq`` misses nothing, or an open-ended catch-up must wait (rule 5)."""
         failing_since: float | None = None
+        answered = True  # every failed try since failing_since was an empty answer (rule 4)
         backoff = Backoff(base=self.retry_base, cap=self.retry_cap, healthy_after=0.0)
         while (missing := seq.missing()) is not None:
             first, until = missing
@@ -88,11 +94,12 @@ class Backfiller:
             try:
                 page = await self.client.fetch(seq.symbol, first, limit)
             except RestError as exc:
+                answered = False
                 error = str(exc)
                 retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
             else:
                 if self.intake.rest_page(seq, page, first, until, limit, token):
-                    failing_since = None
+                    failing_since, answered = None, True
                     backoff.succeeded()
                     self.failing.pop(seq.symbol, None)
                     log.info("backfill_page", symbol=seq.symbol, first=first, until=until,
@@ -107,8 +114,12 @@ class Backfiller:
             failing_since = failing_since if failing_since is not None else now
             self.failing[seq.symbol] = error
             if now - failing_since >= self.give_up_seconds:
-                self._give_up(seq, f"REST failing for {now - failing_since:.0f} s: {error}")
-                failing_since = None
+                why = f"REST failing for {now - failing_since:.0f} s: {error}"
+                if until is not None and answered:
+                    self.intake.set_aside(seq, f"not on the exchange: {why}")
+                else:
+                    self._give_up(seq, why)
+                failing_since, answered = None, True
                 self.failing.pop(seq.symbol, None)
                 continue
             backoff.failed()

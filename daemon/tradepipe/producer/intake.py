@@ -54,6 +54,9 @@ _WRAPPER_PREFIX = b'{"stream":"'
 _DATA_KEY = b',"data":'
 
 
+NOT_ON_EXCHANGE = "not_on_exchange"  # quarantine reason: sequencer rule 8
+
+
 class Signal(enum.Enum):
     SERVER_SHUTDOWN = "serverShutdown"  # Binance asks us to reconnect now
 
@@ -245,6 +248,22 @@ class Intake:
             self.metrics.unfilled.labels(seq.symbol).inc(count)
             log.error("gap_unfilled", symbol=seq.symbol, first=first, last=to_id, count=count,
                       why=why)  # fmt: skip
+
+    def set_aside(self, seq: Sequencer, why: str) -> None:
+        """Sequencer rule 8: held trades the exchange does not know go to the quarantine
+        (counted, logged with their ids), then a catch-up fetches any that were real."""
+        records = seq.release_held()
+        if not records:
+            return
+        for rec in records:
+            self.quarantine.add(NOT_ON_EXCHANGE, why, rec.value)
+        self.metrics.quarantined.labels(seq.symbol, NOT_ON_EXCHANGE).inc(len(records))
+        log.error("held_trades_set_aside", symbol=seq.symbol, count=len(records),
+                  first=records[0].agg_id, last=records[-1].agg_id,
+                  ids=[r.agg_id for r in records[:20]], last_id=seq.last_id,
+                  why=why)  # fmt: skip
+        seq.want_catch_up()
+        self.on_gap()
 
     # ------------------------------------------------------------------------- REST backfill
 

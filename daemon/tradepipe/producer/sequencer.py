@@ -27,6 +27,10 @@ Rules (one :class:`Sequencer` per symbol; no I/O, no clock):
    instead of stored (or the new trade itself, when it is the highest or this symbol holds
    nothing); that is safe because a dropped id becomes a gap again and is fetched from REST
    later: once the hold drains, an open-ended catch-up runs (even if no live trade follows).
+8. Held trades the exchange does not know (REST answered "nothing from ``last_id + 1``" for
+   the whole give-up time while they waited) are taken out with :meth:`release_held`, not
+   skipped to: one absurd live id must not make every real trade after it a duplicate. The
+   caller quarantines them and starts a catch-up, so any that were real come back from REST.
 """
 
 from __future__ import annotations
@@ -131,6 +135,13 @@ class Sequencer:
             skipped -= 1
         self.last_id = agg_id
         return skipped, [*emitted, *self._drain()]
+
+    def release_held(self) -> list[Record]:
+        """Take every held trade out of the hold, in id order (rule 8); ``last_id`` stays."""
+        out = [self._held.pop(agg_id) for agg_id in self._held_ids]
+        self.budget.held -= len(out)
+        self._held_ids.clear()
+        return out
 
     def give_up(self) -> tuple[int, list[Record]]:
         """Abandon the current missing range (backfill failed for too long)."""
