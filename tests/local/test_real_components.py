@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aioboto3
 import pytest
-from tests.dashboard.helpers import THREE_SYMBOLS
+from tests.dashboard.helpers import THREE_SYMBOLS, recorded
 from tests.local.helpers import aggregate_csv, tradepipe
 
 from tradepipe.commands.run import kafka_configured, settings_of, source_urls
@@ -47,7 +47,7 @@ async def test_run_on_kafka_s3_and_mysql(
 ) -> None:
     for key, value in AWS_ENV.items():
         monkeypatch.setenv(key, value)
-    files = [str(p) for p in THREE_SYMBOLS]
+    files = [str(p) for p in recorded(THREE_SYMBOLS)]
     expected = await aggregate_csv(files)
     total = sum(int(r[2]) + int(r[3]) for r in expected)
     prefix = f"run-{uuid.uuid4().hex[:8]}"
