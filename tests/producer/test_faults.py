@@ -48,10 +48,16 @@ async def test_connection_drops_are_backfilled_exactly_once(
     tmp_path: Path,
 ) -> None:
     async with start_emulator(real_tape, speed=SPEED) as emu:
-        settings = producer_settings(emu, kafka_bootstrap, fresh_topic, tmp_path)
+        settings = producer_settings(
+            emu, kafka_bootstrap, fresh_topic, tmp_path, backoff_max_seconds=0.5
+        )
         async with running_producer(settings) as producer:
             for fraction in (0.2, 0.45, 0.7):
                 await _at_fraction(emu, real_tape, fraction)
+                # the previous drop's reconnect may still be in its (jittered) backoff
+                async with asyncio.timeout(15):
+                    while not emu.connections:  # noqa: ASYNC110 - the emulator has no event
+                        await asyncio.sleep(0.01)
                 assert emu.drop_connections() == 1
                 # keep publishing while the producer is away (the reconnect after a connection
                 # that delivered goes at once, so refuse it a while): those trades exist only
