@@ -47,9 +47,12 @@ async def test_drop_at_cuts_exactly_after_n_trades_then_refuses_handshakes(
                 async with asyncio.timeout(10):
                     while True:
                         got.append(parse_event(await ws.recv()).agg_id)
-        # trade 51 on is never sent (those of the 50 still queued would be lost with the TCP
-        # connection, as on a real cut; 5 ms apart, the writer has sent them all)
-        assert got == list(range(1000, 1050))
+        at_cut = emu.published.count  # read at once: publishing goes on (5 ms a trade)
+        assert at_cut >= 50, f"cut after {at_cut} published, not 50"
+        # trade 51 on is never sent; of the 50, those still queued in the writer when the cut
+        # comes are lost with the TCP connection, as on a real cut (on a loaded machine even
+        # 5 ms apart not all are out: one CI run got 1): what arrived is a prefix of the 50
+        assert got and got == list(range(1000, 1000 + len(got))) and len(got) <= 50, got
         with pytest.raises(InvalidStatus) as refused:
             await connect(emu.ws_url + URL, ping_interval=None)
         assert refused.value.response.status_code == 503 and emu.refused == 1
