@@ -91,9 +91,7 @@ def main() -> int:
         password=base_url.password, autocommit=True,
     )  # fmt: skip
     admin.cursor().execute(f"CREATE DATABASE `{db_name}`")
-    url = (
-        f"mysql://{base_url.user}:{base_url.password}@{base_url.host}:{base_url.port}/{db_name}"
-    )
+    url = f"mysql://{base_url.user}:{base_url.password}@{base_url.host}:{base_url.port}/{db_name}"
     key_id = secret = "test"  # noqa: S105 - the local S3 server accepts any credentials
     creds = {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **creds)

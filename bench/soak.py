@@ -1,7 +1,7 @@
 """Soak: an hour of replayed trades through the whole pipeline, at 20x speed (~3 minutes).
 
     scripts/stack up        # Kafka, MariaDB, S3 on 127.0.0.1
-    .venv/bin/python bench/soak.py [--speed 20] [--out soak.csv]
+    .venv/bin/python -m bench.soak [--speed 20] [--out soak.csv]   # from the repository root
 
 The end-to-end harness of ``tests/e2e`` (each daemon a separate process: ``tradepipe replay``
 with ``--rebase-time`` -> ``tradepipe produce`` -> Kafka -> ``tradepipe sink`` -> the S3 server
@@ -35,13 +35,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # tests.e2e holds the harness
+import pymysql
 
-import pymysql  # noqa: E402
-from tests.conftest import mysql_params, read_env_file  # noqa: E402
-from tests.e2e.pipeline import Pipeline, Plan  # noqa: E402
-from tests.e2e.processes import rss_of  # noqa: E402
+# run as a module from the repository root (`python -m bench.soak`), like pytest: the harness
+# of tests/e2e is importable without touching sys.path
+from tests.conftest import mysql_params, read_env_file
+from tests.e2e.pipeline import Pipeline, Plan
+from tests.e2e.processes import rss_of
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SAMPLES = sorted((ROOT / "samples").glob("*-aggtrades-60m.ndjson.gz"))
 MINUTE = 60.0

@@ -220,9 +220,9 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     records = event.get("Records") or []
     summaries = []
     for record in records:
-        if record.get("eventSource") != "aws:s3" or not str(
-            record.get("eventName", "")
-        ).startswith("ObjectCreated:"):
+        if record.get("eventSource") != "aws:s3" or not str(record.get("eventName", "")).startswith(
+            "ObjectCreated:"
+        ):
             log.info("ignoring record", extra={"event_name": record.get("eventName")})
             continue
         try:

@@ -8,7 +8,7 @@ import pytest
 from aiokafka.structs import OffsetAndMetadata
 
 from tradepipe.local.broker import LocalBroker, LocalConsumer
-from tradepipe.producer import Record, SinkUnavailable
+from tradepipe.producer import OutputUnavailable, Record
 
 
 def records(first: int, n: int) -> list[Record]:
@@ -20,7 +20,7 @@ def records(first: int, n: int) -> list[Record]:
 
 async def test_offsets_in_publish_order_and_consumer_reads_from_its_position() -> None:
     broker = LocalBroker("t", max_messages=100)
-    assert broker  # an empty broker is still truthy: `options.sink or Kafka` must pick it
+    assert broker  # an empty broker is still truthy: `options.output or Kafka` must pick it
     await broker.start()
     await broker.publish(records(0, 3))
     await broker.publish(records(3, 2))
@@ -62,9 +62,9 @@ async def test_close_lets_the_consumer_drain_then_refuses_publishing() -> None:
     waiting = asyncio.create_task(broker.publish(records(2, 20)))  # bigger than the room left
     await asyncio.sleep(0.01)
     await broker.close()
-    with pytest.raises(SinkUnavailable):
+    with pytest.raises(OutputUnavailable):
         await waiting
-    with pytest.raises(SinkUnavailable):
+    with pytest.raises(OutputUnavailable):
         await broker.start()
     assert not consumer.drained
     assert len((await consumer.getmany(timeout_ms=1000))[broker.tp]) == 2

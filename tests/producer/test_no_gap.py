@@ -29,7 +29,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from tradepipe.observability import Notifier
 from tradepipe.producer import Options, Producer, serve
 from tradepipe.producer.intake import Intake
-from tradepipe.producer.kafka import KafkaTradeSink
+from tradepipe.producer.kafka import KafkaOutput
 from tradepipe.replay import Emulator, ReplayOptions, Tape
 
 from .conftest import assert_exactly_once_in_order, ids_by_symbol, producer_settings, read_topic
@@ -195,13 +195,23 @@ async def test_six_abrupt_drops_over_a_tape_lose_nothing(
         tape = synthetic_tape(per_symbol=1000, seconds=15.0, seed=100 + seed)
         n = len(tape.trades)
         async with running(tape, kafka_bootstrap, tmp_path, speed) as run:
-            feed = run.producer.feed
+            feed, p, emu = run.producer.feed, run.producer, run.emu
             points = sorted({int(n * (k + (seed % 3) / 4) / 7) for k in range(1, 7)})
+            cut = 0
             for k, at in enumerate(points):
-                await asyncio.wait_for(run.emu.wait_published(at), 30)
-                await _until(lambda f=feed: f.connected, 5.0)  # each drop hits a connection
-                run.emu.drop_connections()
-                run.emu.refuse_connections(0.1 + 0.4 * ((seed + k) % 5) / 4)
+                await asyncio.wait_for(emu.wait_published(at), 30)
+                # each drop hits a live connection: the previous drop's reconnect has happened
+                # (a refused, backed-off reconnect can outlast the gap between two points)
+                await _until(
+                    lambda f=feed, p=p, emu=emu, k=k: (
+                        f.connected
+                        and bool(emu.connections)
+                        and _metric(p, "tradepipe_ws_reconnects_total") >= k
+                    ),
+                    10.0,
+                )
+                cut += emu.drop_connections()
+                emu.refuse_connections(0.1 + 0.4 * ((seed + k) % 5) / 4)
             await asyncio.wait_for(run.emu.finished.wait(), 30)
             await _all_acked(run, tape)
             status = await _stopped(run)
@@ -210,7 +220,8 @@ async def test_six_abrupt_drops_over_a_tape_lose_nothing(
         try:
             assert_exactly_once_in_order(records, tape)
             assert status == 0, f"exit status {status}"
-            assert reconnects >= 6
+            assert cut == len(points), f"{cut} of {len(points)} drops hit a connection"
+            assert reconnects >= len(points)
         except AssertionError as exc:
             failures.append(f"seed {seed}: {exc}")
     assert not failures, "\n".join(failures)
@@ -445,17 +456,17 @@ async def test_a_wedged_stage_withholds_the_watchdog_and_the_stop_still_exits(
     it): WATCHDOG=1 stops once records have waited stall_seconds + 4 x request_timeout with
     nothing acknowledged, /healthz says "stalled", and a stop still ends, with status 1 and the
     unflushed records logged."""
-    original = KafkaTradeSink.publish
+    original = KafkaOutput.publish
     calls = 0
 
-    async def publish(self: KafkaTradeSink, records: Any) -> None:
+    async def publish(self: KafkaOutput, records: Any) -> None:
         nonlocal calls
         calls += 1
         if calls > 3:
             await asyncio.Event().wait()  # hangs until cancelled
         await original(self, records)
 
-    monkeypatch.setattr(KafkaTradeSink, "publish", publish)
+    monkeypatch.setattr(KafkaOutput, "publish", publish)
     path = tmp_path / "notify.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(path))

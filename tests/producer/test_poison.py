@@ -18,7 +18,7 @@ import orjson
 
 from tradepipe.config import KafkaSettings
 from tradepipe.core import Trade
-from tradepipe.producer import KafkaTradeSink, Outbox, ProducerMetrics, Record
+from tradepipe.producer import KafkaOutput, Outbox, ProducerMetrics, Record
 from tradepipe.producer.publisher import Publisher
 from tradepipe.producer.quarantine import Quarantine
 from tradepipe.replay import tape_of
@@ -61,7 +61,7 @@ async def test_refused_records_are_quarantined_and_the_rest_is_delivered(
         records.append(Record("BTCUSDT", i, t, value(i, t, pad), received_at=time.monotonic()))
     settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic=fresh_topic,
                              request_timeout_ms=5000)  # fmt: skip
-    sink = KafkaTradeSink(settings)
+    sink = KafkaOutput(settings)
     outbox = Outbox(1000)
     metrics = ProducerMetrics()
     qpath = tmp_path / "quarantine.ndjson"

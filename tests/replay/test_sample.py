@@ -8,10 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
-from tradepipe.core import Trade, parse_event
-from tradepipe.replay import Tape
-from tradepipe.replay.sample import (
+from scripts.sample import (
     DEFAULT_MINUTES,
     DEFAULT_SEED,
     MODELS,
@@ -20,7 +17,10 @@ from tradepipe.replay.sample import (
     main,
     sample_path,
 )
-from tradepipe.replay.shape import shape
+from scripts.shape import shape
+
+from tradepipe.core import Trade, parse_event
+from tradepipe.replay import Tape
 
 from .helpers import ROOT
 

@@ -1,7 +1,7 @@
 """The in-process broker of local mode: Kafka's log model, one topic partition, in memory.
 
 It plugs into the two real components unchanged: the producer publishes to it through the
-:class:`~tradepipe.producer.sink.TradeSink` protocol (``start``/``publish``/``stop``), and the
+:class:`~tradepipe.producer.output.TradeOutput` protocol (``start``/``publish``/``stop``), and the
 sink reads it through :class:`LocalConsumer`, the few consumer calls
 :class:`tradepipe.sink.service.Sink` makes of aiokafka.
 
@@ -14,7 +14,7 @@ Rules:
    accepted once the log is empty, so nothing waits forever.
 3. **Committed offsets trim the log.** A commit at ``n`` says everything below ``n`` is written
    downstream; those messages are dropped (the local "retention").
-4. **Closing.** After :meth:`LocalBroker.close`, ``publish`` raises ``SinkUnavailable`` and the
+4. **Closing.** After :meth:`LocalBroker.close`, ``publish`` raises ``OutputUnavailable`` and the
    consumer sees what is left, then nothing: a clean shutdown flushes through.
 """
 
@@ -29,8 +29,8 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from tradepipe.producer.output import OutputUnavailable
 from tradepipe.producer.records import Record
-from tradepipe.producer.sink import SinkUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +61,14 @@ class LocalBroker:
     @property
     def held(self) -> int:
         """Messages in the log (published, not yet committed). Not ``__len__``: an empty
-        broker must still be truthy (``options.sink or default`` picks it)."""
+        broker must still be truthy (``options.output or default`` picks it)."""
         return len(self._log)
 
-    # ---------------------------------------------------------------- TradeSink (producer side)
+    # ---------------------------------------------------------------- TradeOutput (producer side)
 
     async def start(self) -> None:
         if self.closed:
-            raise SinkUnavailable(f"the local broker of {self.topic!r} is closed")
+            raise OutputUnavailable(f"the local broker of {self.topic!r} is closed")
 
     async def publish(self, records: Sequence[Record]) -> None:
         """Append ``records`` in order once there is room (rule 2)."""
@@ -81,7 +81,7 @@ class LocalBroker:
                 )
             )
             if self.closed:
-                raise SinkUnavailable(f"the local broker of {self.topic!r} is closed")
+                raise OutputUnavailable(f"the local broker of {self.topic!r} is closed")
             for r in records:
                 self._log.append(Message(self.topic, 0, self.end_offset, r.key, r.value, r.time_ms))
                 self.end_offset += 1

@@ -130,7 +130,7 @@ async def serve(
             await stack.enter_async_context(dashboard)
         running = Running(settings, dashboard, loader, broker, registry)
         producer_stop, sink_stop = asyncio.Event(), asyncio.Event()
-        producer_options = Options(sink=broker, metrics=ProducerMetrics(registry))
+        producer_options = Options(output=broker, metrics=ProducerMetrics(registry))
         async with asyncio.TaskGroup() as tg:
             producing = tg.create_task(
                 serve_producer(settings, producer_stop, producer_options), name="producer"

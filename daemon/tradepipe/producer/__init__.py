@@ -5,30 +5,30 @@ Layout (the pure parts first):
 :mod:`.outbox` (the bounded buffer), :mod:`.backoff` (reconnect pacing; pure),
 :mod:`.intake` (message -> validated record -> sequencer -> outbox), :mod:`.quarantine`,
 :mod:`.metrics`, :mod:`.feed` (WebSocket connections, rollover), :mod:`.rest` and
-:mod:`.backfill` (REST gap filling), :mod:`.sink` (the :class:`TradeSink` interface),
-:mod:`.kafka` (the Kafka sink), :mod:`.publisher` (outbox -> sink), :mod:`.service` (lifecycle).
+:mod:`.backfill` (REST gap filling), :mod:`.output` (the :class:`TradeOutput` interface),
+:mod:`.kafka` (the Kafka output), :mod:`.publisher` (outbox -> output), :mod:`.service` (lifecycle).
 """
 
 from tradepipe.producer.intake import Intake
-from tradepipe.producer.kafka import KafkaTradeSink, ensure_topic
+from tradepipe.producer.kafka import KafkaOutput, ensure_topic
 from tradepipe.producer.metrics import ProducerMetrics
 from tradepipe.producer.outbox import Outbox
+from tradepipe.producer.output import OutputUnavailable, TradeOutput
 from tradepipe.producer.records import Record
 from tradepipe.producer.sequencer import Sequencer
 from tradepipe.producer.service import Options, Producer, serve
-from tradepipe.producer.sink import SinkUnavailable, TradeSink
 
 __all__ = [
     "Intake",
-    "KafkaTradeSink",
+    "KafkaOutput",
     "Options",
     "Outbox",
+    "OutputUnavailable",
     "Producer",
     "ProducerMetrics",
     "Record",
     "Sequencer",
-    "SinkUnavailable",
-    "TradeSink",
+    "TradeOutput",
     "ensure_topic",
     "serve",
 ]

@@ -1,4 +1,4 @@
-"""The production :class:`~tradepipe.producer.sink.TradeSink`: aiokafka, ``acks=all``, idempotent.
+"""The production :class:`~tradepipe.producer.output.TradeOutput`: aiokafka, acks=all, idempotent.
 
 Records are appended to aiokafka batches we build ourselves (one per partition, split when
 full) and submitted with ``send_batch``: far cheaper per record than ``send()``, and the
@@ -22,7 +22,7 @@ Poison records (the rules for what Kafka refuses for ever):
    again one by one, in order; each one refused again is set aside (rebuilding once more).
 3. Those set aside are raised as :class:`RecordsRejected` once everything else of the chunk
    is acknowledged; the publisher quarantines them. Any other error (retriable, a timeout, an
-   unknown error code) is :class:`SinkUnavailable`: the whole chunk is retried.
+   unknown error code) is :class:`OutputUnavailable`: the whole chunk is retried.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 
 from tradepipe.config import KafkaSettings
+from tradepipe.producer.output import OutputUnavailable, RecordsRejected, Rejection
 from tradepipe.producer.records import Record
-from tradepipe.producer.sink import RecordsRejected, Rejection, SinkUnavailable
 
 log = structlog.get_logger(__name__)
 _TOPIC_EXISTS = TopicAlreadyExistsError.errno
@@ -90,7 +90,7 @@ async def ensure_topic(settings: KafkaSettings, partitions: int = 1) -> bool:
         )
         resp = await admin.create_topics([topic])
     except KafkaError as exc:
-        raise SinkUnavailable(f"cannot create topic {settings.topic!r}: {exc!r}") from exc
+        raise OutputUnavailable(f"cannot create topic {settings.topic!r}: {exc!r}") from exc
     finally:
         with contextlib.suppress(KafkaError, OSError):
             await admin.close()
@@ -101,10 +101,10 @@ async def ensure_topic(settings: KafkaSettings, partitions: int = 1) -> bool:
         return True
     if all(code == _TOPIC_EXISTS for _, code in errors):
         return False
-    raise SinkUnavailable(f"creating topic {settings.topic!r} failed: {errors}")
+    raise OutputUnavailable(f"creating topic {settings.topic!r} failed: {errors}")
 
 
-class KafkaTradeSink:
+class KafkaOutput:
     def __init__(self, settings: KafkaSettings, create_topic: bool = True) -> None:
         self.settings = settings
         self.create_topic = create_topic
@@ -137,7 +137,7 @@ class KafkaTradeSink:
             # never send on a producer whose start() failed (aiokafka #759): drop it
             with contextlib.suppress(KafkaError, OSError):
                 await producer.stop()
-            raise SinkUnavailable(f"cannot start the Kafka producer: {exc!r}") from exc
+            raise OutputUnavailable(f"cannot start the Kafka producer: {exc!r}") from exc
         self._producer = producer
         self._partitions = sorted(partitions)
         log.info("kafka_producer_started", topic=s.topic, partitions=len(self._partitions))
@@ -172,17 +172,17 @@ class KafkaTradeSink:
                 reason = refusal_reason(exc)
                 await self._rebuild()
                 if reason is None:  # refused alone only by the sequence: not the record's fault
-                    raise SinkUnavailable(f"Kafka send failed: {exc!r}") from exc
+                    raise OutputUnavailable(f"Kafka send failed: {exc!r}") from exc
                 rejected.append(Rejection(rec, reason, repr(exc)))
         if rejected:  # rule 3
             raise RecordsRejected(rejected)
 
     async def _send(self, records: Sequence[Record]) -> list[tuple[list[Record], KafkaError]]:
         """Send ``records`` in per-partition batches; wait for every batch. Returns the batches
-        refused as rule 2 says (with their error); raises :class:`SinkUnavailable` otherwise."""
+        refused as rule 2 says (with their error); raises :class:`OutputUnavailable` otherwise."""
         producer = self._producer
         if producer is None:
-            raise SinkUnavailable("the Kafka producer is not started")
+            raise OutputUnavailable("the Kafka producer is not started")
         if not records:
             return []
         futures: list[asyncio.Future[Any]] = []
@@ -199,11 +199,11 @@ class KafkaTradeSink:
         except KafkaError as exc:
             for fut in futures:
                 fut.cancel()
-            raise SinkUnavailable(f"Kafka send failed: {exc!r}") from exc
+            raise OutputUnavailable(f"Kafka send failed: {exc!r}") from exc
         if pending:
             for fut in pending:
                 fut.cancel()
-            raise SinkUnavailable(f"no acknowledgement within {self.delivery_timeout:g} s")
+            raise OutputUnavailable(f"no acknowledgement within {self.delivery_timeout:g} s")
         return _refused(futures, contents)
 
     def _batches(
@@ -242,7 +242,7 @@ class KafkaTradeSink:
 def _refused(
     futures: Sequence[asyncio.Future[Any]], contents: Sequence[list[Record]]
 ) -> list[tuple[list[Record], KafkaError]]:
-    """The batches refused as rule 2 says; any other failure raises :class:`SinkUnavailable`."""
+    """The batches refused as rule 2 says; any other failure raises :class:`OutputUnavailable`."""
     failed: list[tuple[list[Record], KafkaError]] = []
     for fut, recs in zip(futures, contents, strict=True):
         exc = fut.exception()
@@ -251,7 +251,7 @@ def _refused(
         if isinstance(exc, (*_REFUSED, OutOfOrderSequenceNumber)):
             failed.append((recs, exc))
         elif isinstance(exc, KafkaError):
-            raise SinkUnavailable(f"Kafka send failed: {exc!r}") from exc
+            raise OutputUnavailable(f"Kafka send failed: {exc!r}") from exc
         else:
             raise exc
     return failed

@@ -1,8 +1,8 @@
-"""Moves records from the outbox to the sink, one chunk in flight, until acknowledged.
+"""Moves records from the outbox to the output, one chunk in flight, until acknowledged.
 
 The loop: take whatever is waiting (up to ``max_chunk``), publish it, and on acknowledgement
 forget it and record metrics. While a chunk is in flight the next one accumulates, so chunk
-size follows the load. On :class:`SinkUnavailable` the chunk stays in the outbox: the sink is
+size follows the load. On :class:`OutputUnavailable` the chunk stays in the outbox: the output is
 restarted (with capped, jittered backoff) and everything unacknowledged is published again.
 That resend can duplicate a record the broker had in fact written before failing (a lost
 acknowledgement): delivery into the broker is at-least-once under broker faults, and readers
@@ -27,9 +27,9 @@ import structlog
 from tradepipe.producer.backoff import Backoff
 from tradepipe.producer.metrics import ProducerMetrics
 from tradepipe.producer.outbox import Outbox
+from tradepipe.producer.output import OutputUnavailable, RecordsRejected, Rejection, TradeOutput
 from tradepipe.producer.quarantine import Quarantine
 from tradepipe.producer.records import Record
-from tradepipe.producer.sink import RecordsRejected, Rejection, SinkUnavailable, TradeSink
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +39,7 @@ AckHook = Callable[[Sequence[Record], float], None]
 class Publisher:
     def __init__(
         self,
-        sink: TradeSink,
+        output: TradeOutput,
         outbox: Outbox,
         metrics: ProducerMetrics,
         max_chunk: int = 5_000,
@@ -49,7 +49,7 @@ class Publisher:
         quarantine: Quarantine | None = None,
         on_settled: Callable[[Sequence[Record]], None] = lambda _: None,
     ) -> None:
-        self.sink, self.outbox, self.metrics = sink, outbox, metrics
+        self.output, self.outbox, self.metrics = output, outbox, metrics
         self.max_chunk = max_chunk
         self.backoff = backoff or Backoff(base=0.2, cap=10.0, healthy_after=0.0)
         self.on_ack = on_ack
@@ -60,16 +60,16 @@ class Publisher:
         self.last_ack_at: float | None = None  # monotonic
         self.last_trade_ms: dict[str, int] = {}
 
-    async def start_sink(self) -> None:
-        """Start the sink, retrying until it works (cancel to give up)."""
+    async def start_output(self) -> None:
+        """Start the output, retrying until it works (cancel to give up)."""
         while True:
             try:
-                await self.sink.start()
-            except SinkUnavailable as exc:
+                await self.output.start()
+            except OutputUnavailable as exc:
                 self.metrics.kafka_errors.inc()
                 self.backoff.failed()
                 delay = self.backoff.delay()
-                log.warning("sink_start_failed", error=str(exc), retry_in=round(delay, 2))
+                log.warning("output_start_failed", error=str(exc), retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
                 continue
             self.backoff.failures = 0
@@ -80,22 +80,22 @@ class Publisher:
     async def run(self) -> None:
         """Publish forever (until cancelled)."""
         if not self.started.is_set():
-            await self.start_sink()
+            await self.start_output()
         while True:
             chunk = await self.outbox.take(self.max_chunk)
             rejected: list[Rejection] = []
             try:
-                await self.sink.publish(chunk)
+                await self.output.publish(chunk)
             except RecordsRejected as exc:
                 rejected = exc.rejected
                 self._quarantine(rejected)
-            except SinkUnavailable as exc:
+            except OutputUnavailable as exc:
                 self.metrics.kafka_errors.inc()
                 log.warning("publish_failed", error=str(exc), unacked=len(self.outbox))
                 self.outbox.rewind()
                 self.started.clear()
-                await self.sink.stop()
-                await self.start_sink()
+                await self.output.stop()
+                await self.start_output()
                 continue
             self._acked(chunk, rejected)
 

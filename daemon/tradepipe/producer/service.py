@@ -16,7 +16,7 @@ Shutdown order (bounded by ``shutdown_seconds``, well inside systemd's ``Timeout
 2. let the backfiller finish what is missing (held trades' gaps, catch-ups), for at most
    three quarters of the time; then stop it (a page being fetched is abandoned);
 3. wait until every accepted record is acknowledged by the broker (or time runs out);
-4. stop the publisher and the sink (flush, disconnect), write the state file, then the
+4. stop the publisher and the output (flush, disconnect), write the state file, then the
    metrics server.
 
 Whatever is left behind (held trades, ranges still missing, records not acknowledged) is
@@ -59,15 +59,15 @@ from tradepipe.producer.backoff import Backoff
 from tradepipe.producer.feed import Feed, stream_url
 from tradepipe.producer.geoblock import GeoBlock
 from tradepipe.producer.intake import Intake
-from tradepipe.producer.kafka import KafkaTradeSink
+from tradepipe.producer.kafka import KafkaOutput
 from tradepipe.producer.metrics import ProducerMetrics
 from tradepipe.producer.outbox import Outbox
+from tradepipe.producer.output import TradeOutput
 from tradepipe.producer.publisher import AckHook, Publisher
 from tradepipe.producer.quarantine import Quarantine
 from tradepipe.producer.records import Record
 from tradepipe.producer.rest import AggTradesClient
 from tradepipe.producer.resume import resume_points
-from tradepipe.producer.sink import TradeSink
 from tradepipe.producer.state import StateFile
 
 log = structlog.get_logger(__name__)
@@ -79,7 +79,7 @@ class Options:
 
     notifier: Notifier = field(default_factory=lambda: Notifier(None))
     watchdog_seconds: float | None = None  # from $WATCHDOG_USEC
-    sink: TradeSink | None = None  # default: Kafka from settings.kafka
+    output: TradeOutput | None = None  # default: Kafka from settings.kafka
     metrics: ProducerMetrics | None = None
     serve_metrics: bool = True
     shutdown_seconds: float = 20.0
@@ -97,14 +97,14 @@ class Producer:
         self.settings, self.options = settings, options
         self.metrics = options.metrics or ProducerMetrics()
         self.outbox = Outbox(kafka.buffer_max_messages)
-        self.sink = options.sink if options.sink is not None else KafkaTradeSink(kafka)
-        # resume state only with Kafka: an injected sink (local mode) keeps nothing across runs
+        self.output = options.output if options.output is not None else KafkaOutput(kafka)
+        # resume state only with Kafka: an injected output (local mode) keeps nothing across runs
         self.state: StateFile | None = None
-        if options.sink is None:
+        if options.output is None:
             self.state = StateFile(feed.state_path, kafka.topic, feed.symbols, last_ids)
         self.quarantine = Quarantine(feed.quarantine_path, feed.quarantine_max_bytes)
         self.publisher = Publisher(
-            self.sink, self.outbox, self.metrics,
+            self.output, self.outbox, self.metrics,
             on_ack=options.on_ack, on_started=self._maybe_ready,
             quarantine=self.quarantine, on_settled=self._settled,
         )  # fmt: skip
@@ -256,7 +256,7 @@ async def serve(settings: Settings, stop: asyncio.Event, options: Options | None
     log.info("starting", symbols=settings.feed.symbols, ws=settings.feed.ws_url,
              rest=settings.feed.rest_url, topic=settings.kafka.topic,
              buffer_max=settings.kafka.buffer_max_messages)  # fmt: skip
-    last_ids = await resume_points(settings, metrics) if options.sink is None else {}
+    last_ids = await resume_points(settings, metrics) if options.output is None else {}
     p = Producer(settings, options, last_ids)
     server = p.server = MetricsServer(p.metrics.registry, p.health, settings.metrics.listen)
     if options.serve_metrics:
@@ -288,7 +288,7 @@ async def serve(settings: Settings, stop: asyncio.Event, options: Options | None
         _report_leftovers(p, crashed=True)
         raise
     finally:
-        await p.sink.stop()
+        await p.output.stop()
         if p.state is not None and p.state.flush():
             log.info("state_saved", path=str(p.state.path), last_acked=p.state.last_acked)
         await p.http.close()
@@ -323,7 +323,7 @@ async def _shutdown(p: Producer, tasks: dict[str, asyncio.Task[None]], options: 
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(max(0.0, deadline - loop.time())):
             await p.outbox.wait_empty()
-    # 4. stop publishing (the state file is written once more after the sink's flush)
+    # 4. stop publishing (the state file is written once more after the output's flush)
     await _cancel_all([t for name, t in tasks.items() if name in ("publisher", "tick", "state")])
     return 1 if _report_leftovers(p, crashed=False) else 0
 

@@ -1,13 +1,13 @@
-"""Where accepted trades are published: the :class:`TradeSink` interface.
+"""Where accepted trades are published: the :class:`TradeOutput` interface.
 
 The producer talks to its broker only through this small protocol, so local mode
 (``tradepipe run``) can plug an in-process broker where production uses Kafka
-(:class:`tradepipe.producer.kafka.KafkaTradeSink`) without touching the feed or backfill code.
+(:class:`tradepipe.producer.kafka.KafkaOutput`) without touching the feed or backfill code.
 
-A sink must keep the order of the records it is given per symbol, and ``publish`` must return
+An output must keep the order of the records it is given per symbol, and ``publish`` must return
 only once every record is durably accepted (Kafka: acknowledged with ``acks=all``). Failures the
-publisher should retry are raised as :class:`SinkUnavailable`; the publisher then restarts the
-sink (``stop`` then ``start``) and publishes every unacknowledged record again.
+publisher should retry are raised as :class:`OutputUnavailable`; the publisher then restarts the
+output (``stop`` then ``start``) and publishes every unacknowledged record again.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Protocol
 from tradepipe.producer.records import Record
 
 
-class SinkUnavailable(Exception):
+class OutputUnavailable(Exception):
     """The broker cannot take records right now; retry later (the records are kept)."""
 
 
@@ -41,12 +41,12 @@ class RecordsRejected(Exception):
         self.rejected = list(rejected)
 
 
-class TradeSink(Protocol):
+class TradeOutput(Protocol):
     async def start(self) -> None:
-        """Connect (create the topic if needed). Raises :class:`SinkUnavailable`."""
+        """Connect (create the topic if needed). Raises :class:`OutputUnavailable`."""
 
     async def publish(self, records: Sequence[Record]) -> None:
-        """Publish in order; return once all are acknowledged. Raises :class:`SinkUnavailable`
+        """Publish in order; return once all are acknowledged. Raises :class:`OutputUnavailable`
         (retry everything) or :class:`RecordsRejected` (the rest was acknowledged)."""
 
     async def stop(self) -> None:

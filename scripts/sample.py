@@ -1,6 +1,6 @@
 """The shipped sample data: a seeded generator of realistic Binance aggTrades.
 
-``python -m tradepipe.replay.sample [--seed S] [--minutes M] [--out DIR]`` (or
+``python -m scripts.sample [--seed S] [--minutes M] [--out DIR]`` (or
 ``scripts/make-sample``) writes ``DIR/<symbol>-aggtrades-<M>m.ndjson.gz``, one aggTrade event per
 line. The same seed gives byte-identical files (the gzip header carries no name or time).
 

@@ -1,5 +1,5 @@
 """The shape of a trade stream, to compare the sample with real recordings
-(``python -m tradepipe.replay.shape FILE...``): rate, buy/sell mix, quantity distribution,
+(``python -m scripts.shape FILE...``): rate, buy/sell mix, quantity distribution,
 fills per aggTrade, same-time sweeps, side runs, price range."""
 
 from __future__ import annotations
