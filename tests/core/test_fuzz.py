@@ -153,7 +153,7 @@ CSV_KEYS = ("a", "p", "q", "f", "l", "T", "m")
 
 
 def csv_reference(cells: list[str]) -> Trade | None:
-    """The README's CSV rule: 7 or 8 columns; ids and time are ASCII digits, the flag
+    """The CSV rule of docs/layout.md: 7 or 8 columns; ids and time are ASCII digits, the flag
     true/false/1/0 in any case, amounts as text; then the event rules."""
     if len(cells) not in (7, 8):
         return None

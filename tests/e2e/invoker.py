@@ -1,7 +1,7 @@
 """A local stand-in for S3 -> Lambda: bucket notifications to an SQS queue, polled by workers
 that call ``lambda/handler.py``'s ``handler(event, context)`` with the event S3 produced.
 
-How it maps to AWS (README, "End-to-end tests"):
+How it maps to AWS (docs/testing.md, "End-to-end tests and the soak run"):
 
 - **Delivery.** The bucket's notification configuration sends ``s3:ObjectCreated:*`` under
   ``trades/`` with suffix ``.ndjson.gz`` to a queue on the moto server (moto builds the S3

@@ -55,7 +55,7 @@ def start_emulator() -> StartEmulator:
     async def start(tape: Tape, **options: Any) -> AsyncIterator[Emulator]:
         options.setdefault("port", 0)
         # fresh trade times: Kafka retention goes by record timestamps, and 2021 trades would
-        # sit in segments deletable as soon as they close (see the README's stack notes)
+        # sit in segments deletable as soon as they close (see docs/testing.md, "Local stack")
         options.setdefault("rebase_time", True)
         lines: list[str] = []
         async with Emulator(tape, ReplayOptions(**options), log=lines.append) as emu:

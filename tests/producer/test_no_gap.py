@@ -612,7 +612,7 @@ async def test_one_memory_bound_for_held_and_buffered_across_symbols(
     assert deferred > 0, "the bound should have been reached and live trades refused"
     seen: set[tuple[bytes, bytes]] = set()
     deduped = []
-    for key, value, ts in records:  # at-least-once under broker faults (README)
+    for key, value, ts in records:  # at-least-once under broker faults (docs/operations.md)
         if (key, value) not in seen:
             seen.add((key, value))
             deduped.append((key, value, ts))

@@ -206,7 +206,7 @@ class Feed:
                     ping_interval=20,
                     ping_timeout=20,
                     close_timeout=2,
-                    max_size=4 * 2**20,  # README "Poison records": bigger closes it (1009)
+                    max_size=4 * 2**20,  # docs/operations.md "Poison records": bigger -> 1009
                     compression=None,
                 )
             except (OSError, TimeoutError, InvalidHandshake) as exc:
