@@ -111,3 +111,24 @@ def test_the_producer_modules_import_none_of_the_other_roles() -> None:
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == []
+
+
+CORE_IMPORTS = r"""
+import importlib, pkgutil, sys
+import tradepipe.core as core
+for info in pkgutil.walk_packages(core.__path__, "tradepipe.core."):
+    importlib.import_module(info.name)
+print(" ".join(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:]))))
+"""
+
+
+def test_the_core_imports_no_asyncio_network_aws_or_database_code() -> None:
+    """The core is what the Lambda zip and every shell share: no I/O libraries (STYLE 1)."""
+    shells = ("asyncio", "aiohttp", "aiokafka", "websockets", "structlog", "prometheus_client",
+              "stamina", "pymysql", "sqlite3", *OTHER_ROLES)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", CORE_IMPORTS, *shells],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == []
