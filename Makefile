@@ -1,7 +1,10 @@
 # tradepipe: the two commands of the README's Quick start are `make demo` and `make test`.
 #
-#   make venv         .venv with Python 3.11 and `pip install -e '.[test]'` (again only when
-#                     pyproject.toml changes)
+#   make venv         .venv with Python 3.11: the pinned, hashed requirements/test.txt
+#                     (`pip install --require-hashes`), then the package itself (`--no-deps -e .`);
+#                     again only when pyproject.toml or the lock changes
+#   make lock         regenerate the lock files in requirements/ from pyproject.toml (uv, with
+#                     hashes; kept pins stay unless UPGRADE=1): producer, sink, local, test, lambda
 #   make test         venv, local stack up, ruff, mypy, pytest, stack down (always); non-zero on
 #                     any failure. PYTEST_ARGS="tests/smoke -x" narrows the pytest run.
 #   make lint         ruff + mypy only
@@ -33,12 +36,36 @@ help:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/test.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (Python 3.11 needed; PYTHON=... to choose)" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/test.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
+
+# One lock per role that installs: the producer host (base), the sink host (base + sink), a
+# host of every runtime command (`tradepipe run`, dashboard, migrate, load: base + local), the
+# test/dev environment (every extra + test), the Lambda zip (requirements/lambda.in, for the
+# function's runtime: CPython 3.11 on x86_64 manylinux, wheels only). The host locks are
+# universal (markers, every file's hash); the test lock is resolved for CPython 3.11 on x86_64
+# Linux (the machines `make test` and CI run on): a universal one would pick versions that have
+# no 3.11 wheel there (atheris).
+# `uv pip compile` keeps the pins already in a lock unless UPGRADE=1; tests/deps checks that the
+# locks satisfy pyproject.toml.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+  --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)
+.PHONY: lock
+lock:  # needs only uv (the venv's, from the test lock; else installed), not an up-to-date venv
+	@test -x $(BIN)/uv || { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check uv; }
+	$(UV_COMPILE) --universal pyproject.toml -o requirements/producer.txt
+	$(UV_COMPILE) --universal pyproject.toml --extra sink -o requirements/sink.txt
+	$(UV_COMPILE) --universal pyproject.toml --extra local -o requirements/local.txt
+	$(UV_COMPILE) --python-platform x86_64-manylinux_2_28 pyproject.toml --extra test \
+	  -o requirements/test.txt
+	$(UV_COMPILE) --python-platform x86_64-manylinux2014 --only-binary :all: \
+	  requirements/lambda.in -o requirements/lambda.txt
 
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)

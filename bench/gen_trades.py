@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import sys
 
-import orjson
+import msgspec
 
 
 def generate(n: int, seed: int = 7, start_ms: int = 1_732_406_400_000) -> list[bytes]:
@@ -20,7 +20,7 @@ def generate(n: int, seed: int = 7, start_ms: int = 1_732_406_400_000) -> list[b
         k = rng.choice((1, 1, 1, 2, 3))
         q = rng.randint(1, 2_000_000)
         lines.append(
-            orjson.dumps(
+            msgspec.json.encode(
                 {
                     "e": "aggTrade",
                     "E": t + 1,

@@ -2,26 +2,30 @@
 
 The zip holds, at its root, ``handler.py``, ``tradepipe/__init__.py``, ``tradepipe/core``,
 ``tradepipe/store`` and the MySQL migrations (whose versions the handler checks), plus the
-installed files of the few distributions they import: pymysql, msgspec (the core's JSON
+distributions they import, installed from the Lambda's lock ``requirements/lambda.txt``
+(pinned, with hashes: ``pip install --require-hashes``): pymysql, msgspec (the core's JSON
 decoder), stamina and tenacity (bounded retries). boto3 is not shipped: the Lambda Python
-runtime provides it. Files come from the running interpreter's environment (no network), so
-build with the project's Python 3.11 venv on x86_64 Linux: msgspec is compiled, and its wheel
-must match the function's runtime (``python3.11``, ``x86_64``).
+runtime provides it. pip picks the wheels for the function's runtime (CPython 3.11, x86_64
+manylinux) whatever machine builds the zip; it needs PyPI (or pip's cache of those wheels).
 
 The archive is reproducible: sorted entries, fixed timestamps, no ``__pycache__``.
 """
 
 from __future__ import annotations
 
-import importlib.metadata as md
+import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "daemon" / "tradepipe"
-DISTRIBUTIONS = ("PyMySQL", "msgspec", "stamina", "tenacity")
-RUNTIME_TAG = ("cp311", "x86_64")
+LOCK = ROOT / "requirements" / "lambda.txt"
+# the function's runtime (python3.11, x86_64); manylinux2014 = glibc 2.17, older than its own
+RUNTIME = ("--implementation", "cp", "--python-version", "3.11", "--abi", "cp311",
+           "--platform", "manylinux2014_x86_64")  # fmt: skip
+KEPT_METADATA = ("METADATA", "LICENSE", "WHEEL")  # of each .dist-info: not RECORD/INSTALLER
 TARGET_BYTES = 1_000_000
 EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -37,37 +41,42 @@ def project_files() -> dict[str, Path]:
     return files
 
 
-def distribution_files(name: str) -> dict[str, Path]:
-    dist = md.distribution(name)
-    wheel = dist.read_text("WHEEL") or ""
-    if "Root-Is-Purelib: false" in wheel and not all(tag in wheel for tag in RUNTIME_TAG):
-        raise SystemExit(
-            f"build_zip: the installed {name} is not a {'/'.join(RUNTIME_TAG)} build; build "
-            "with a Python 3.11 venv on x86_64 Linux (the Lambda runtime's)"
-        )
+def install_locked(target: Path) -> None:
+    """The lock's distributions, for the Lambda's runtime, into ``target`` (no dependencies
+    beyond the lock's, no bytecode: the zip ships sources)."""
+    subprocess.run(  # noqa: S603 (a fixed command: this interpreter's pip, the repository's lock)
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--require-hashes", "--no-deps", "--only-binary=:all:", "--no-compile", *RUNTIME,
+         "--target", str(target), "-r", str(LOCK)],
+        check=True,
+    )  # fmt: skip
+
+
+def distribution_files(site: Path) -> dict[str, Path]:
     out: dict[str, Path] = {}
-    for f in dist.files or ():
-        parts = f.parts
-        if "__pycache__" in parts or f.suffix == ".pyc" or parts[0].startswith(".."):
+    for path in sorted(p for p in site.rglob("*") if p.is_file()):
+        rel = path.relative_to(site)
+        parts = rel.parts
+        if "__pycache__" in parts or rel.suffix == ".pyc" or parts[0] == "bin":
             continue
-        if parts[0].endswith(".dist-info") and f.name not in ("METADATA", "LICENSE", "WHEEL"):
-            continue  # keep the metadata and licence, not RECORD/INSTALLER
-        out[f.as_posix()] = Path(str(f.locate()))
+        if parts[0].endswith(".dist-info") and rel.name not in KEPT_METADATA:
+            continue
+        out[rel.as_posix()] = path
     return out
 
 
 def build(out: Path) -> int:
-    files = project_files()
-    for name in DISTRIBUTIONS:
-        files.update(distribution_files(name))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        for arcname in sorted(files):
-            info = zipfile.ZipInfo(arcname, date_time=EPOCH)
-            info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, files[arcname].read_bytes())
+    with tempfile.TemporaryDirectory(prefix="lambda-site-") as site:
+        install_locked(Path(site))
+        files = project_files() | distribution_files(Path(site))
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+            for arcname in sorted(files):
+                info = zipfile.ZipInfo(arcname, date_time=EPOCH)
+                info.external_attr = 0o644 << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, files[arcname].read_bytes())
     tmp.replace(out)
     return out.stat().st_size
 

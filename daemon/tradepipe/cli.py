@@ -2,7 +2,8 @@
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int`` (the exit status). Modules are imported only when their command runs, so
-``tradepipe aggregate`` never pays for importing Kafka or AWS clients.
+``tradepipe aggregate`` never pays for importing Kafka or AWS clients. A command whose extra
+is not installed (:mod:`tradepipe.extras`) stops first with one line naming it, exit status 2.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from tradepipe import __version__
+from tradepipe.extras import missing_extra
 
 COMMANDS: dict[str, str] = {
     "produce": "the daemon: Binance WebSocket -> Kafka",
@@ -47,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in args_in if not a.startswith("-")), None)
     if command not in COMMANDS:
         command = None
+    elif (needs := missing_extra(command)) is not None:
+        print(needs, file=sys.stderr)
+        return EXIT_USAGE
     args = build_parser(command).parse_args(args_in)
     module = importlib.import_module(f"tradepipe.commands.{args.command}")
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-import orjson
+import msgspec
 import pytest
 from tests.conftest import unavailable
 from tests.core.helpers import BASE_T, line
@@ -128,7 +128,7 @@ def test_matches_binance_klines() -> None:
     if not DATA.is_dir():
         unavailable("../shared/data is absent")
     klines = [
-        orjson.loads(x)["k"]
+        msgspec.json.decode(x)["k"]
         for x in (DATA / "cryptofeed-BINANCE-ee25be.btcusdt.kline_1m.ndjson")
         .read_bytes()
         .split(b"\n")

@@ -13,7 +13,7 @@ import warnings
 from decimal import Decimal
 from pathlib import Path
 
-import orjson
+import msgspec
 from tests.conftest import unavailable
 from tests.core.fuzzing import bad_lines, encode, valid_event
 from tests.core.helpers import BASE_T, line
@@ -58,7 +58,7 @@ def test_bad_lines_exit_3_reported_and_copied_verbatim(tmp_path: Path) -> None:
     assert f"{f}:4: rejected: not_positive" in out.stderr
     assert "2 lines rejected (invalid_json=1, not_positive=1)" in out.stderr
     assert rejects.read_bytes() == bad1 + b"\n" + bad2 + b"\n"
-    (row,) = [orjson.loads(x) for x in out.stdout.splitlines()]
+    (row,) = [msgspec.json.decode(x) for x in out.stdout.splitlines()]
     assert row["total_count_s"] == 2 and row["avg_b"] is None and row["avg_s"] == "97123.45000000"
 
 
@@ -159,5 +159,5 @@ def test_a_foreign_first_line_does_not_make_ndjson_csv(tmp_path: Path) -> None:
         f.write_bytes(head + b"\n" + line(a=1) + b"\n" + line(a=2) + b"\n")
         out = tp("aggregate", f, "--format", "jsonl")
         assert out.returncode in (0, 3), out.stderr
-        (row,) = [orjson.loads(x) for x in out.stdout.splitlines()]
+        (row,) = [msgspec.json.decode(x) for x in out.stdout.splitlines()]
         assert row["total_count_s"] == (3 if head.endswith(b"}") else 2), head

@@ -6,7 +6,7 @@ import decimal
 from decimal import Decimal
 from typing import Any
 
-import orjson
+import msgspec
 import pytest
 from tests.core.helpers import BASE_T, event, line
 
@@ -42,7 +42,7 @@ def test_raw_event_bytes_str_and_dict_agree() -> None:
 
 
 def test_combined_stream_wrapper() -> None:
-    wrapped = orjson.dumps({"stream": "btcusdt@aggTrade", "data": event()})
+    wrapped = msgspec.json.encode({"stream": "btcusdt@aggTrade", "data": event()})
     assert parse_event(wrapped) == parse_event(line())
     # key order and whitespace of the wrapper do not matter (slow path)
     assert parse_event(b' { "data": ' + line() + b', "stream": "btcusdt@aggTrade"}') == (
@@ -76,7 +76,7 @@ def test_vector_added_fields_are_tolerated() -> None:
         message_key="BTCUSDT",
         headers={},
     )
-    assert parse_event(orjson.dumps(extra)) == parse_event(line())
+    assert parse_event(msgspec.json.encode(extra)) == parse_event(line())
 
 
 DEEP = b'{"x":' + b"[" * 30_000 + b"]" * 30_000 + b"}"
@@ -109,7 +109,7 @@ REJECTIONS: list[tuple[str, bytes | str | dict[str, Any] | None]] = [
     ("invalid_json", line(p="1").replace(b'"1"', b"NaN")),
     ("invalid_json", line() + b"x"),
     ("not_an_object", b"[1, 2]"),
-    ("not_an_object", orjson.dumps({"stream": "btcusdt@aggTrade", "data": [1]})),
+    ("not_an_object", msgspec.json.encode({"stream": "btcusdt@aggTrade", "data": [1]})),
     ("wrong_event", line(e="trade")),
     ("missing_field", line(drop=["p"])),
     ("missing_field", line(drop=["s"])),
@@ -118,7 +118,7 @@ REJECTIONS: list[tuple[str, bytes | str | dict[str, Any] | None]] = [
     ("bad_symbol", line(s=42)),
     ("bad_symbol", line(s="A" * 21)),
     ("bad_symbol", line(s="BTCUSDＴ")),
-    ("bad_symbol", orjson.dumps({"stream": "ethusdt@aggTrade", "data": event()})),
+    ("bad_symbol", msgspec.json.encode({"stream": "ethusdt@aggTrade", "data": event()})),
     ("bad_id", line(a=-1)),
     ("bad_id", line(f="7")),
     ("bad_id", line(l=1.5)),
@@ -193,7 +193,7 @@ def test_wrapper_rules() -> None:
         {"stream": "btcusdt@aggTrade", "data": {"stream": "x", "data": inner}},
     ):
         with pytest.raises(ParseError) as info:
-            parse_event(orjson.dumps(bad))
+            parse_event(msgspec.json.encode(bad))
         assert info.value.reason == "not_an_object", bad
 
 
@@ -218,7 +218,7 @@ def test_to_event_round_trips_exact_text() -> None:
     t = parse_event(line(p="60759.60000000"))
     ev = to_event(t)
     assert ev["p"] == "60759.60000000"
-    assert parse_event(orjson.dumps(ev)) == t
+    assert parse_event(msgspec.json.encode(ev)) == t
 
 
 def test_hand_built_trade_with_more_than_8_places_is_refused_by_the_aggregator() -> None:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 import websockets
 
 FLAGS = (
@@ -155,12 +155,12 @@ class Chromium:
             message["sessionId"] = session
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = future
-        await self.ws.send(orjson.dumps(message).decode())
+        await self.ws.send(msgspec.json.encode(message).decode())
         return await asyncio.wait_for(future, 60)
 
     async def _read(self) -> None:
         async for raw in self.ws:
-            message = orjson.loads(raw)
+            message = msgspec.json.decode(raw)
             if "id" in message:
                 future = self._pending.pop(message["id"], None)
                 if future is None or future.done():

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
+import msgspec
 import pytest
 from tests.dashboard.helpers import THREE_SYMBOLS, expected_rows, load, synthetic_trades, trades_of
 
@@ -196,4 +196,4 @@ def test_integers_beyond_javascripts_exact_range_are_sent_as_text() -> None:
     raw += [2**53, 0, 2**53 - 1, 2**53 - 1, "1", "1", "1", "1"]
     row = row_texts(raw)
     assert row["trades_b"] == "9007199254740992" and row["first_agg_id"] == 2**53 - 1
-    assert orjson.loads(orjson.dumps(row))["last_agg_id"] == 9007199254740991
+    assert msgspec.json.decode(msgspec.json.encode(row))["last_agg_id"] == 9007199254740991

@@ -14,7 +14,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from packaging.utils import canonicalize_name
 from tests.core.fuzzing import bad_lines
+from tests.deps.locks import REQUIREMENTS, read_lock
 from tests.store.helpers import (
     BTC_FILE,
     ETH_FILE,
@@ -79,6 +81,15 @@ def test_zip_contents_and_size(tmp_path: Path) -> None:
     assert not any("boto3" in n or "__pycache__" in n for n in names)
     assert zipped.stat().st_size < 1_000_000
     assert build_zip(tmp_path / "again.zip").read_bytes() == zipped.read_bytes()  # reproducible
+
+
+def test_zip_ships_exactly_the_lambda_lock(tmp_path: Path) -> None:
+    """The distributions in the zip are requirements/lambda.txt's pins, name and version."""
+    names = zipfile.ZipFile(build_zip(tmp_path / "lambda.zip")).namelist()
+    infos = {n.split("/")[0].removesuffix(".dist-info") for n in names if ".dist-info/" in n}
+    shipped = {(canonicalize_name(i.rsplit("-", 1)[0]), i.rsplit("-", 1)[1]) for i in infos}
+    pins = read_lock(REQUIREMENTS / "lambda.txt")
+    assert shipped == {(name, str(pin.version)) for name, pin in pins.items()}
 
 
 def run_packaged(

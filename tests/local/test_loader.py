@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import orjson
+import msgspec
 import pytest
 from tests.core.fuzzing import bad_lines
 from tests.dashboard.helpers import THREE_SYMBOLS, expected_rows, trades_of
@@ -72,7 +72,7 @@ async def test_database_down_then_back_loses_nothing(mysql_db: str, tmp_path: Pa
         parts._replace(netloc=f"{parts.username}:{parts.password}@127.0.0.1:{port}")
     )
     trades = trades_of(THREE_SYMBOLS)
-    body = gzip.compress(b"".join(orjson.dumps(to_event(t)) + b"\n" for t in trades))
+    body = gzip.compress(b"".join(msgspec.json.encode(to_event(t)) + b"\n" for t in trades))
     loader = ObjectLoader(
         Store(via_port, attempts=2, timeout=2, wait_max=0.1),
         Backoff(base=0.1, cap=0.3, healthy_after=0.0),
@@ -109,7 +109,7 @@ async def test_an_object_with_fuzzed_lines_loads_its_valid_trades_and_counts_the
 ) -> None:
     trades = trades_of(THREE_SYMBOLS)[:200]
     bad = bad_lines(seed=23, count=300)
-    body = gzip.compress(b"".join(orjson.dumps(to_event(t)) + b"\n" for t in trades)
+    body = gzip.compress(b"".join(msgspec.json.encode(to_event(t)) + b"\n" for t in trades)
                          + b"\n".join(bad) + b"\n")  # fmt: skip
     db = f"sqlite:///{tmp_path / 'local.db'}"
     migrate_db(db)

@@ -14,7 +14,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import orjson
+import msgspec
 import pytest
 from tests.local.helpers import SAMPLES, aggregate_csv, db_texts, trade_count, tradepipe
 
@@ -98,7 +98,7 @@ def write_live_trades(path: Path, seconds: float, symbol: str = "BTCUSDT") -> in
             first_id=9_000_000 + 2 * i, last_id=9_000_000 + 2 * i + 1,
             time_ms=t0 + i * 50, buyer_is_maker=rng.random() < 0.5,
         )  # fmt: skip
-        lines.append(orjson.dumps(to_event(trade)))
+        lines.append(msgspec.json.encode(to_event(trade)))
     path.write_bytes(b"\n".join(lines) + b"\n")
     return len(lines)
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -154,7 +154,7 @@ async def read_topic(
 def ids_by_symbol(records: list[tuple[bytes, bytes, int]]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for key, value, _ in records:
-        out.setdefault(key.decode(), []).append(orjson.loads(value)["a"])
+        out.setdefault(key.decode(), []).append(msgspec.json.decode(value)["a"])
     return out
 
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-import orjson
+import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
 from tradepipe.replay import Tape
@@ -134,7 +134,7 @@ async def test_sd_notify_and_sigterm_flush_everything_received(
         with contextlib.suppress(asyncio.CancelledError):
             await receiver  # unregister the fd from the loop before closing it
         notify.close()
-    lines = [orjson.loads(line) for line in out.splitlines() if line.startswith(b"{")]
+    lines = [msgspec.json.decode(line) for line in out.splitlines() if line.startswith(b"{")]
     assert len(lines) == len(out.splitlines()), "every log line is JSON"
     stopped = next(line for line in lines if line["msg"] == "stopped")
     records = await read_topic(kafka_bootstrap, fresh_topic, stopped["produced"])

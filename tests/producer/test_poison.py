@@ -14,7 +14,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import orjson
+import msgspec
 
 from tradepipe.config import KafkaSettings
 from tradepipe.core import Trade
@@ -33,7 +33,7 @@ def value(agg_id: int, t: int, pad: int = 0) -> bytes:
            "f": agg_id, "l": agg_id, "T": t, "m": False, "M": True}  # fmt: skip
     if pad:
         obj["x"] = "x" * pad
-    return orjson.dumps(obj)
+    return msgspec.json.encode(obj)
 
 
 def quarantined(path: Path) -> dict[int, str]:
@@ -42,7 +42,7 @@ def quarantined(path: Path) -> dict[int, str]:
     is read from its ``"a":`` field, which comes before any padding."""
     out = {}
     for line in path.read_bytes().splitlines():
-        entry = orjson.loads(line)
+        entry = msgspec.json.decode(line)
         found = re.search(r'"a":(\d+)', entry["raw"])
         assert found is not None, entry["raw"][:200]
         out[int(found.group(1))] = entry["reason"]

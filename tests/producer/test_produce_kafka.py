@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
+import msgspec
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -41,7 +41,7 @@ async def test_every_trade_arrives_once_in_order_with_key_and_timestamp(
         assert timestamp == trade.time_ms
         # served with fresh times (rebase_time), otherwise exactly the recorded trade
         assert _timeless(trade) == _timeless(by_id[(trade.symbol, trade.agg_id)])
-        assert orjson.loads(value)["e"] == "aggTrade"  # the raw event, not the wrapper
+        assert msgspec.json.decode(value)["e"] == "aggTrade"  # the raw event, not the wrapper
     assert producer.metrics.reconnects._value.get() == 0
     # the topic was created by the producer with a retention that can act
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)

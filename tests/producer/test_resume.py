@@ -8,7 +8,7 @@ import asyncio
 import time
 from pathlib import Path
 
-import orjson
+import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 from structlog.testing import capture_logs
@@ -44,7 +44,7 @@ async def test_foreign_and_absurd_records_in_the_topic_do_not_poison_the_resume(
     now = int(time.time() * 1000)
 
     def trade(symbol: str, agg_id: int | str) -> bytes:
-        return orjson.dumps({"e": "aggTrade", "s": symbol, "a": agg_id, "T": now})
+        return msgspec.json.encode({"e": "aggTrade", "s": symbol, "a": agg_id, "T": now})
 
     await _write(kafka_bootstrap, fresh_topic, [
         (b"BTCUSDT", b"\xff not json", now),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import orjson
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -183,13 +183,13 @@ REAL = (
 
 
 def test_inner_value_is_the_data_object_exactly_as_received() -> None:
-    obj = orjson.loads(REAL)["data"]
+    obj = msgspec.json.decode(REAL)["data"]
     value = inner_value(REAL, decode(REAL))
     assert value.startswith(b'{"e":"aggTrade"') and value.endswith(b'"M":true}')
-    assert orjson.loads(value) == obj
+    assert msgspec.json.decode(value) == obj
     assert b'"57983.27000000"' in value  # decimal text untouched
     tricky = b'{"stream":"x\\",\\"data\\":1","data":{"a":1}}'
-    assert orjson.loads(inner_value(tricky, decode(tricky))) == {"a": 1}
+    assert msgspec.json.decode(inner_value(tricky, decode(tricky))) == {"a": 1}
 
 
 def make_intake(tmp_path: Path, max_records: int = 100) -> tuple[Intake, Outbox, list[int]]:
@@ -219,7 +219,7 @@ def test_intake_detects_jumps_and_merges_rest_pages(tmp_path: Path) -> None:
     ]  # fmt: skip
     intake.rest_page(seq, page, 101, 103, 3)  # REST has no 101: skipped and counted
     assert [r.agg_id for r in box._records] == [100, 102, 103, 104]
-    rest = orjson.loads(box._records[1].value)
+    rest = msgspec.json.decode(box._records[1].value)
     assert rest["s"] == "BTCUSDT" and rest["e"] == "aggTrade" and rest["q"] == "2.00000000"
     metrics = intake.metrics.registry
     assert (

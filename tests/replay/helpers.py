@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
+import msgspec
 from websockets.asyncio.client import ClientConnection
 
 from tradepipe.core import Trade, trade_from_object
@@ -39,14 +39,14 @@ async def drain_raw(ws: ClientConnection, quiet: float = 0.3) -> list[str | byte
 
 async def drain(ws: ClientConnection, quiet: float = 0.3) -> list[Any]:
     """Every message until none arrives for ``quiet`` seconds, decoded."""
-    return [orjson.loads(m) for m in await drain_raw(ws, quiet)]
+    return [msgspec.json.decode(m) for m in await drain_raw(ws, quiet)]
 
 
 async def recv_until(ws: ClientConnection, predicate: Any, limit: int = 100_000) -> list[Any]:
     """Messages up to and including the first one ``predicate`` accepts."""
     out: list[Any] = []
     for _ in range(limit):
-        out.append(orjson.loads(await ws.recv()))
+        out.append(msgspec.json.decode(await ws.recv()))
         if predicate(out[-1]):
             return out
     raise AssertionError("predicate never matched")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
-import orjson
+import msgspec
 from websockets.asyncio.client import connect
 
 from tradepipe.core import ParseError, parse_event
@@ -85,7 +85,7 @@ async def test_cli_control_over_http_drops_and_injects(real_files: list[Path]) -
             await drain(ws)
             async with session.post(f"{rest_url}/_control/inject", data=b'{"e":"x"}') as resp:
                 assert (await resp.json())["sent_to"] == 1
-            assert orjson.loads(await ws.recv()) == {"e": "x"}
+            assert msgspec.json.decode(await ws.recv()) == {"e": "x"}
             async with session.post(f"{rest_url}/_control/drop") as resp:
                 assert (await resp.json())["dropped"] == 1
             await ws.wait_closed()

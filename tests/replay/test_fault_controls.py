@@ -8,7 +8,7 @@ import asyncio
 from decimal import Decimal
 
 import aiohttp
-import orjson
+import msgspec
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -58,7 +58,7 @@ async def test_drop_at_cuts_exactly_after_n_trades_then_refuses_handshakes(
         assert refused.value.response.status_code == 503 and emu.refused == 1
         await asyncio.wait_for(emu.finished.wait(), 10)
         status, body = await agg_trades(emu)  # REST has everything, the 150 unsent included
-        assert status == 200 and len(orjson.loads(body)) == 200
+        assert status == 200 and len(msgspec.json.decode(body)) == 200
         await asyncio.sleep(0.6)
         async with connect(emu.ws_url + URL, ping_interval=None):
             pass  # accepted again
@@ -93,9 +93,9 @@ async def test_rest_fail_and_lag_then_recover(start_emulator: StartEmulator) -> 
         await asyncio.sleep(0.35)
         emu.rest.lag(0.3)  # nothing newer than now: same as everything published here
         status, body = await agg_trades(emu, from_id=1199)
-        assert status == 200 and len(orjson.loads(body)) == 1
+        assert status == 200 and len(msgspec.json.decode(body)) == 1
         status, body = await agg_trades(emu, from_id=1200)
-        assert status == 200 and orjson.loads(body) == []
+        assert status == 200 and msgspec.json.decode(body) == []
         assert emu.rest.failed_requests == 2
 
 
@@ -105,7 +105,7 @@ async def test_lag_hides_trades_published_after_it_began(start_emulator: StartEm
         emu.start_clock()
         await asyncio.wait_for(emu.finished.wait(), 10)
         status, body = await agg_trades(emu)
-        assert status == 200 and orjson.loads(body) == []
+        assert status == 200 and msgspec.json.decode(body) == []
 
 
 async def test_the_controls_over_http(start_emulator: StartEmulator) -> None:

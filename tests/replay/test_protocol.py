@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import orjson
+import msgspec
 import pytest
 
 from tradepipe.replay.protocol import Subscriptions, handle_request, is_valid_stream
 
 
 def reply(text: str, subs: Subscriptions, max_streams: int = 1024) -> object:
-    return orjson.loads(handle_request(text, subs, max_streams).reply)
+    return msgspec.json.decode(handle_request(text, subs, max_streams).reply)
 
 
 def test_subscribe_list_unsubscribe() -> None:
@@ -17,7 +17,7 @@ def test_subscribe_list_unsubscribe() -> None:
     out = handle_request(
         '{"method":"SUBSCRIBE","params":["btcusdt@aggTrade","ethusdt@aggTrade"],"id":1}', subs
     )
-    assert orjson.loads(out.reply) == {"result": None, "id": 1}
+    assert msgspec.json.decode(out.reply) == {"result": None, "id": 1}
     assert out.added == ("btcusdt@aggTrade", "ethusdt@aggTrade")
     again = handle_request('{"method":"SUBSCRIBE","params":["btcusdt@aggTrade"],"id":2}', subs)
     assert again.added == ()  # already subscribed: no new stream

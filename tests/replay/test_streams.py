@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
-import orjson
+import msgspec
 import pytest
 import websockets
 from tests.conftest import unavailable
@@ -56,17 +56,17 @@ async def test_subscribe_by_message_with_replies(
             await asyncio.sleep(0.2)
             assert emu.published.count == 0  # the clock waits for a subscription
             await ws.send('{"method":"SUBSCRIBE","params":["ethusdt@aggTrade"],"id":1}')
-            assert orjson.loads(await ws.recv()) == {"result": None, "id": 1}
+            assert msgspec.json.decode(await ws.recv()) == {"result": None, "id": 1}
             got = await drain(ws)
             assert [parse_event(m) for m in got] == of(real_tape, "ETHUSDT")
             await ws.send('{"method":"LIST_SUBSCRIPTIONS","id":2}')
-            assert orjson.loads(await ws.recv()) == {"result": ["ethusdt@aggTrade"], "id": 2}
+            assert msgspec.json.decode(await ws.recv()) == {"result": ["ethusdt@aggTrade"], "id": 2}
             await ws.send('{"method":"UNSUBSCRIBE","params":["ethusdt@aggTrade"],"id":3}')
-            assert orjson.loads(await ws.recv()) == {"result": None, "id": 3}
+            assert msgspec.json.decode(await ws.recv()) == {"result": None, "id": 3}
             await ws.send('{"method":"LIST_SUBSCRIPTIONS","id":4}')
-            assert orjson.loads(await ws.recv()) == {"result": [], "id": 4}
+            assert msgspec.json.decode(await ws.recv()) == {"result": [], "id": 4}
             await ws.send('{"method":"NOPE","id":5}')
-            error = orjson.loads(await ws.recv())
+            error = msgspec.json.decode(await ws.recv())
             assert error["code"] == 2 and error["id"] == 5
 
 
@@ -82,7 +82,7 @@ async def test_unsubscribed_stream_stops_and_combined_property_wraps(
                 '{"method":"SET_PROPERTY","params":["combined",true],"id":3}',
             ):
                 await ws.send(request)
-                assert orjson.loads(await ws.recv())["result"] is None
+                assert msgspec.json.decode(await ws.recv())["result"] is None
             emu.resume()
             got = await drain(ws)
     assert {m["stream"] for m in got} == {"btcusdt@aggTrade"}
@@ -116,7 +116,7 @@ async def test_server_pings_and_unanswered_ping_closes(
                 assert bad.close_code == 1008
                 assert 0.7 <= elapsed < 4
             await good.send('{"method":"LIST_SUBSCRIPTIONS","id":9}')
-            assert orjson.loads(await good.recv()) == {"result": [], "id": 9}
+            assert msgspec.json.decode(await good.recv()) == {"result": [], "id": 9}
             assert len(emu.connections) == 1
 
 
@@ -164,8 +164,8 @@ async def test_inject_and_server_shutdown(real_tape: Tape, start_emulator: Start
             assert await raw.recv() == "{garbage"
             assert await comb.recv() == "{garbage"
             assert emu.send_server_shutdown() == 2
-            assert orjson.loads(await raw.recv())["e"] == "serverShutdown"
-            wrapped = orjson.loads(await comb.recv())
+            assert msgspec.json.decode(await raw.recv())["e"] == "serverShutdown"
+            wrapped = msgspec.json.decode(await comb.recv())
             assert wrapped["stream"] == "!serverShutdown"
             assert wrapped["data"]["e"] == "serverShutdown"
 

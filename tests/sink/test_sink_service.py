@@ -20,7 +20,7 @@ from typing import Any
 
 import aioboto3
 import aiohttp
-import orjson
+import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -356,7 +356,7 @@ async def test_null_and_malformed_values_are_skipped_counted_quarantined_and_it_
 ) -> None:
     """Issue 11: a tombstone stopped the sink at the same offset on every restart."""
     lines = recorded_trades()
-    pretty = orjson.dumps(orjson.loads(lines[0]), option=orjson.OPT_INDENT_2)  # spans lines
+    pretty = msgspec.json.format(lines[0], indent=2)  # spans lines
     bad = bad_lines(seed=17, count=1500)
     await produce(kafka_bootstrap, names["topic"], lines[1:])
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)

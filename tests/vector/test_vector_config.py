@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 import pytest
 from tests.conftest import unavailable
 
@@ -156,7 +156,7 @@ def _sample_events(limit: int = 50) -> list[dict[str, Any]]:
     if not SAMPLE.exists():
         unavailable(f"recorded sample {SAMPLE} is absent (see ../shared/data/README.md)")
     lines = SAMPLE.read_bytes().splitlines()[:limit]
-    return [orjson.loads(line) for line in lines]
+    return [msgspec.json.decode(line) for line in lines]
 
 
 def test_key_prefix_renders_trade_minute_and_parses(sink: dict[str, Any]) -> None:
@@ -188,7 +188,7 @@ def test_key_prefix_renders_trade_minute_and_parses(sink: dict[str, Any]) -> Non
         # what the encoder writes back is the aggTrade object again
         line = {k: v for k, v in event.items() if k not in sink["encoding"]["except_fields"]}
         assert line == raw
-        assert parse_event(orjson.dumps(line)) == trade
+        assert parse_event(msgspec.json.encode(line)) == trade
 
 
 def test_key_prefix_needs_the_kafka_key(sink: dict[str, Any]) -> None:

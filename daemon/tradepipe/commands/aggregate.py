@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-import orjson
+import msgspec
 
 from tradepipe.core import (
     ROW_COLUMNS,
@@ -110,7 +110,7 @@ def write_rows(partials: object, fmt: str, out: IO[str]) -> None:
     rows = rows_of(partials)  # type: ignore[arg-type]
     if fmt == "jsonl":
         for row in rows:
-            out.write(orjson.dumps(row.as_dict()).decode() + "\n")
+            out.write(msgspec.json.encode(row.as_dict()).decode() + "\n")
         return
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(ROW_COLUMNS)

@@ -20,7 +20,7 @@ import importlib.resources
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+import msgspec
 import structlog
 from aiohttp import web
 
@@ -70,7 +70,7 @@ def load_plotly() -> Asset:
 
 def _json(payload: Any, status: int = 200) -> web.Response:
     return web.Response(
-        body=orjson.dumps(payload),
+        body=msgspec.json.encode(payload),
         status=status,
         content_type="application/json",
         headers={"Cache-Control": "no-store"},

@@ -36,7 +36,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
-import orjson
 import structlog
 from msgspec import UNSET
 
@@ -88,7 +87,7 @@ def rest_value(obj: dict[str, Any], symbol: str) -> bytes:
     event = {"e": "aggTrade", "E": obj["T"], "s": symbol, **{k: obj[k] for k in _REST_KEYS}}
     if type(obj.get("M")) is bool:
         event["M"] = obj["M"]
-    return orjson.dumps(event)
+    return msgspec.json.encode(event)
 
 
 def raw_of(obj: object) -> bytes:

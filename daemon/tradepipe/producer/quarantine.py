@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import orjson
+import msgspec
 import structlog
 
 log = structlog.get_logger(__name__)
@@ -25,7 +25,7 @@ class Quarantine:
 
     def add(self, reason: str, error: str, raw: bytes | str) -> bool:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        line = orjson.dumps(
+        line = msgspec.json.encode(
             {"at": int(time.time() * 1000), "reason": reason, "error": error, "raw": text}
         )
         try:

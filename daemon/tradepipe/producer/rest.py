@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import aiohttp
-import orjson
+import msgspec
 import structlog
 
 from tradepipe.producer.geoblock import GeoBlock
@@ -103,8 +103,8 @@ class AggTradesClient:
         if status != 200:
             raise RestRejected(f"GET {self.url} {params}: HTTP {status}: {body[:200]!r}")
         try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
+            data = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
             raise RestUnavailable(f"GET {self.url}: answer is not JSON: {exc}") from exc
         if not isinstance(data, list):
             raise RestUnavailable(f"GET {self.url}: answer is not a JSON array")

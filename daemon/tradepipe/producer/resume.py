@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
+import msgspec
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -86,8 +86,8 @@ def _ours(record: Any, symbol: str) -> int | None:
     if record.key != symbol.encode():
         return None
     try:
-        obj = orjson.loads(record.value)
-    except (orjson.JSONDecodeError, TypeError):
+        obj = msgspec.json.decode(record.value)
+    except (msgspec.DecodeError, TypeError):
         return None
     if not isinstance(obj, dict) or obj.get("e") != "aggTrade" or obj.get("s") != symbol:
         return None
@@ -214,8 +214,8 @@ async def newest_ids(
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("resume_rest_failed", symbol=symbol, error=repr(exc))
                 continue
-            with contextlib.suppress(orjson.JSONDecodeError):
-                page = orjson.loads(body)
+            with contextlib.suppress(msgspec.DecodeError):
+                page = msgspec.json.decode(body)
                 if isinstance(page, list) and page and isinstance(page[-1], dict):
                     newest = page[-1].get("a")
                     if valid_agg_id(newest):

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 import structlog
 
 from tradepipe.producer.records import Record
@@ -58,8 +58,8 @@ def load_state(path: Path, topic: str) -> dict[str, int]:
     except OSError as exc:
         raise StateError(f"state file {path}: cannot read it: {exc.strerror}") from None
     try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        doc = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
         raise StateError(f"state file {path}: not JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise StateError(f"state file {path}: not a {FORMAT} file")
@@ -153,7 +153,7 @@ class StateFile:
             "written_at_ms": int(time.time() * 1000),
             "last_acked": dict(sorted(self.last_acked.items())),
         }
-        return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
+        return msgspec.json.format(msgspec.json.encode(doc), indent=2) + b"\n"
 
     def flush(self) -> bool:
         """Write now if anything changed; False (logged once per failure spell) on an error."""

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+import msgspec
 
 Event = dict[str, Any]
 
@@ -41,15 +41,15 @@ def _without(event: Event, name: str) -> Event:
 
 
 def _truncated(event: Event, rng: random.Random) -> Malformed:
-    text = orjson.dumps(event)
+    text = msgspec.json.encode(event)
     return Malformed("truncated_json", raw=text[: rng.randrange(1, len(text) - 1)])
 
 
 def _spliced(event: Event, name: str, value: bytes) -> bytes:
-    """The event's JSON with field ``name`` set to ``value`` verbatim (what orjson cannot
-    write: integers over 64 bits, NaN, nesting)."""
+    """The event's JSON with field ``name`` set to ``value`` verbatim (what a JSON encoder
+    will not write: integers over 64 bits, NaN, nesting)."""
     return b"{%s}" % b",".join(
-        b'"%s":%s' % (k.encode(), value if k == name else orjson.dumps(v))
+        b'"%s":%s' % (k.encode(), value if k == name else msgspec.json.encode(v))
         for k, v in {**event, name: None}.items()
     )
 
@@ -72,7 +72,9 @@ def _garbage(event: Event, rng: random.Random) -> Malformed:
 _KINDS: dict[str, Callable[[Event, random.Random], Malformed]] = {
     "truncated_json": _truncated,
     "not_json": _garbage,
-    "not_an_object": lambda e, r: Malformed("not_an_object", raw=orjson.dumps([e["a"], e["p"]])),
+    "not_an_object": lambda e, r: Malformed(
+        "not_an_object", raw=msgspec.json.encode([e["a"], e["p"]])
+    ),
     "missing_field": lambda e, r: Malformed(
         "missing_field", _without(e, r.choice(["a", "p", "q", "f", "l", "T", "m"]))
     ),

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+import msgspec
 
 STREAM_RE = re.compile(r"[a-z0-9!][a-zA-Z0-9_@!.\-]{0,127}")
 AGG_TRADE_SUFFIX = "@aggTrade"
@@ -56,7 +56,7 @@ def _error(code: int, msg: str, request_id: Any = None, with_id: bool = True) ->
     body: dict[str, Any] = {"code": code, "msg": msg}
     if with_id:
         body["id"] = request_id
-    return Outcome(orjson.dumps(body))
+    return Outcome(msgspec.json.encode(body))
 
 
 def _valid_id(value: Any) -> bool:
@@ -70,8 +70,8 @@ def _valid_id(value: Any) -> bool:
 def handle_request(text: str | bytes, subs: Subscriptions, max_streams: int = 1024) -> Outcome:
     """Apply one client text message to ``subs`` and return the reply to send (rule 2)."""
     try:
-        request = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
+        request = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
         return _error(3, f"Invalid JSON: {exc}", with_id=False)
     if not isinstance(request, dict):
         return _error(2, "Invalid request: expected a JSON object", with_id=False)
@@ -99,7 +99,7 @@ def handle_request(text: str | bytes, subs: Subscriptions, max_streams: int = 10
 
 
 def _result(result: Any, request_id: Any) -> Outcome:
-    return Outcome(orjson.dumps({"result": result, "id": request_id}))
+    return Outcome(msgspec.json.encode({"result": result, "id": request_id}))
 
 
 def _subscribe(

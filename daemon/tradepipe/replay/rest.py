@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import orjson
+import msgspec
 from aiohttp import web
 
 from tradepipe.replay.store import DEFAULT_LIMIT, MAX_LIMIT, PublishedTrades, Query
@@ -94,7 +94,7 @@ def parse_agg_trades(params: Mapping[str, str], published: PublishedTrades) -> t
 
 
 def error_response(exc: RestError, headers: Mapping[str, str] | None = None) -> web.Response:
-    body = orjson.dumps({"code": exc.code, "msg": exc.msg})
+    body = msgspec.json.encode({"code": exc.code, "msg": exc.msg})
     return web.Response(
         status=exc.status, body=body, content_type="application/json", headers=headers
     )
@@ -200,7 +200,7 @@ class RestApi:
         return self._json(b"{}", 1)
 
     async def server_time(self, request: web.Request) -> web.Response:
-        return self._json(orjson.dumps({"serverTime": int(time.time() * 1000)}), 1)
+        return self._json(msgspec.json.encode({"serverTime": int(time.time() * 1000)}), 1)
 
     async def exchange_info(self, request: web.Request) -> web.Response:
         info = {
@@ -216,7 +216,7 @@ class RestApi:
             ],
             "symbols": [{"symbol": s, "status": "TRADING"} for s in self.published.symbols],
         }
-        return self._json(orjson.dumps(info), 20)
+        return self._json(msgspec.json.encode(info), 20)
 
     def _json(self, body: bytes, weight: int) -> web.Response:
         try:

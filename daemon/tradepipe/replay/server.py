@@ -41,7 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-import orjson
+import msgspec
 from aiohttp import web
 
 from tradepipe.core import Trade
@@ -55,8 +55,8 @@ from tradepipe.replay.store import PublishedTrades
 from tradepipe.replay.tape import Tape
 
 LOOP_GAP_MS = 1000  # pause in data time between two passes of a looped tape
-# Published texts are built by formatting: orjson's output keeps a ~4 KiB buffer per object,
-# which would make the REST history and the send queues ~20 times larger.
+# Published texts are built by formatting, not encoded from a dict per trade: the REST history
+# and the send queues hold one per trade, exactly as long as its text.
 _REST_FORMAT = b'{"a":%d,"p":"%s","q":"%s","f":%d,"l":%d,"T":%d,"m":%s,"M":true}'
 _EVENT_FORMAT = (
     b'{"e":"aggTrade","E":%d,"s":"%s","a":%d,"p":"%s","q":"%s","f":%d,"l":%d,"T":%d,'
@@ -242,8 +242,8 @@ class Emulator:
     def send_server_shutdown(self) -> int:
         """Send Binance's ``serverShutdown`` event (clients should reconnect now)."""
         event = {"e": "serverShutdown", "E": int(time.time() * 1000)}
-        raw = orjson.dumps(event)
-        wrapped = orjson.dumps({"stream": "!serverShutdown", "data": event})
+        raw = msgspec.json.encode(event)
+        wrapped = msgspec.json.encode({"stream": "!serverShutdown", "data": event})
         conns = list(self.connections.values())
         for conn in conns:
             conn.push(wrapped if conn.subs.combined else raw)
@@ -408,9 +408,9 @@ class Emulator:
             if bad.raw is not None:
                 conn.push(bad.raw)
             elif conn.subs.combined:
-                conn.push(orjson.dumps({"stream": stream, "data": bad.structured}))
+                conn.push(msgspec.json.encode({"stream": stream, "data": bad.structured}))
             else:
-                conn.push(orjson.dumps(bad.structured))
+                conn.push(msgspec.json.encode(bad.structured))
             self.malformed_sent += 1
 
     async def _flush(self) -> None:
@@ -472,7 +472,7 @@ def _event(trade: Trade) -> dict[str, Any]:
 
 def _micro(event: dict[str, Any], stream: str, combined: bool) -> bytes:
     data = dict(event, E=event["E"] * 1000, T=event["T"] * 1000)
-    return orjson.dumps({"stream": stream, "data": data} if combined else data)
+    return msgspec.json.encode({"stream": stream, "data": data} if combined else data)
 
 
 def _netloc(host: str, port: int) -> str:
