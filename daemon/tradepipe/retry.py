@@ -6,7 +6,9 @@ tenacity). The store's upsert (``store/upsert.py``) and the sink's object write
 because giving up would lose what is held only in memory:
 
 - the producer's publisher starting its output (the broker is down: trades wait in the outbox);
-- local mode's loader upserting objects (the database is down: objects wait in its queue).
+- local mode's loader upserting objects (the database is down: objects wait in its queue);
+- the producer's REST backfill of a missing range, whose own give-up time and ``Retry-After``
+  waits (``producer/backfill.py`` rules 3-4) ride on this policy's backoff.
 
 Rules:
 
@@ -27,12 +29,14 @@ connections, resets after a connection that delivered, and obeys Binance's attem
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import stamina
 
-Retryable = type[Exception] | tuple[type[Exception], ...]
+# Exception types to retry on, or stamina's backoff hook: the exception -> retry it (True),
+# wait exactly that many seconds first (a float, e.g. a server's Retry-After), or not (False).
+Retryable = type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], bool | float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +47,7 @@ class RetryForever:
     wait_max: float = 10.0
 
     def attempts(self, on: Retryable) -> AsyncIterator[stamina.Attempt]:
-        """``async for attempt in policy.attempts(Errors): with attempt: ...`` (rule 4)."""
+        """``async for attempt in policy.attempts(on): with attempt: ...`` (rule 4)."""
         return stamina.retry_context(
             on=on,
             attempts=None,
