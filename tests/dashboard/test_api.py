@@ -18,7 +18,7 @@ from tests.dashboard.helpers import THREE_SYMBOLS, expected_rows, load, syntheti
 
 from tradepipe.core import ROW_COLUMNS, Row
 from tradepipe.dashboard import DashboardServer, QueryError, open_reader
-from tradepipe.dashboard.queries import row_texts
+from tradepipe.store.reads import row_texts
 
 
 @pytest.fixture

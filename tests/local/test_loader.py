@@ -23,7 +23,7 @@ from tests.dashboard.helpers import THREE_SYMBOLS, expected_rows, trades_of
 from tradepipe.core import to_event
 from tradepipe.local.loader import ObjectLoader
 from tradepipe.local.pipeline import migrate_db
-from tradepipe.producer.backoff import Backoff
+from tradepipe.retry import RetryForever
 from tradepipe.store import Store, connect, fetch_texts, parse_db_url
 
 
@@ -75,7 +75,7 @@ async def test_database_down_then_back_loses_nothing(mysql_db: str, tmp_path: Pa
     body = gzip.compress(b"".join(msgspec.json.encode(to_event(t)) + b"\n" for t in trades))
     loader = ObjectLoader(
         Store(via_port, attempts=2, timeout=2, wait_max=0.1),
-        Backoff(base=0.1, cap=0.3, healthy_after=0.0),
+        RetryForever(wait_initial=0.1, wait_max=0.3),
     )
     running = asyncio.create_task(loader.run())
     loader.submit("trades/symbol=BTCUSDT/date=2021-04-04/hour=20/minute=03/x.ndjson.gz", body)

@@ -270,6 +270,38 @@ async def test_rest_403_5xx_and_lagging_then_recovering_gives_up_nothing(
     assert emu.rest.failed_requests > 0
 
 
+async def test_rest_429_waits_exactly_retry_after_then_fills_everything(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A drop while REST answers 429 with ``Retry-After: 2``: each retry of the backfill is
+    scheduled exactly 2 s later (stamina's own record of the wait, not our log line), and
+    once REST answers again everything arrives, nothing given up."""
+    tape = synthetic_tape(per_symbol=400, seconds=6.0, seed=13)
+    with structlog.testing.capture_logs() as logs:
+        async with running(
+            tape, kafka_bootstrap, tmp_path, speed=1.0, backfill_give_up_seconds=20.0
+        ) as run:
+            emu = run.emu
+            await asyncio.wait_for(emu.wait_published(len(tape.trades) // 4), 30)
+            emu.rest.fail(429, 3.0, retry_after=2)
+            emu.drop_connections()
+            emu.refuse_connections(0.5)
+            await asyncio.wait_for(emu.finished.wait(), 30)
+            await _all_acked(run, tape)
+            status = await _stopped(run)
+            records = await read_topic(kafka_bootstrap, run.topic, len(tape.trades), 15)
+            unfilled = _metric_total(run.producer, "tradepipe_gap_unfilled_trades_total")
+    assert_exactly_once_in_order(records, tape)
+    assert status == 0 and unfilled == 0
+    ours = [e for e in logs if e["event"] == "backfill_retry" and "HTTP 429" in e["error"]]
+    scheduled = [
+        e for e in logs if e["event"] == "stamina.retry_scheduled" and "HTTP 429" in e["caused_by"]
+    ]
+    assert ours and len(scheduled) == len(ours), (ours, scheduled)
+    assert {e["retry_in"] for e in ours} == {2.0}
+    assert {e["wait_for"] for e in scheduled} == {2.0}
+
+
 async def test_rest_failing_past_the_give_up_time_is_a_counted_logged_loss(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:

@@ -15,7 +15,6 @@ import sys
 
 from tradepipe.config import ConfigError, Settings
 from tradepipe.dashboard import DashboardServer, open_reader
-from tradepipe.dashboard.queries import SqliteMinutes
 from tradepipe.observability import configure_logging
 from tradepipe.observability.http import split_listen
 
@@ -52,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"tradepipe dashboard: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if isinstance(reader, SqliteMinutes) and not reader.path.exists():
-        print(f"tradepipe dashboard: database file {reader.path} does not exist", file=sys.stderr)
+    if (missing := reader.missing()) is not None:
+        print(f"tradepipe dashboard: {missing}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log.level)
     try:

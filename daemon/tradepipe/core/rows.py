@@ -45,6 +45,9 @@ INT_COLUMNS = frozenset(
 )
 
 
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
 def minute_text(minute_ms: int) -> str:
     """Epoch ms of a minute's start -> ``YYYY-MM-DD HH:MM:00`` (UTC)."""
     return dt.datetime.fromtimestamp(minute_ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:00")
@@ -52,8 +55,22 @@ def minute_text(minute_ms: int) -> str:
 
 def minute_ms_of_text(text: str) -> int:
     """Inverse of :func:`minute_text`."""
-    when = dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
+    when = dt.datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=dt.UTC)
     return int(when.timestamp()) * 1000
+
+
+def timestamp_text(value: object) -> str:
+    """A ``timestamp`` as a database returns it -> its contract text (the one converter of
+    stored timestamps: the store's reads and writes and the dashboard use it).
+
+    MySQL gives a naive ``datetime`` (UTC by contract), SQLite the text that was written.
+    Anything else raises ``ValueError`` naming the value.
+    """
+    if isinstance(value, dt.datetime):
+        return value.strftime(TIMESTAMP_FORMAT)
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"timestamp {value!r} is neither text nor a datetime")
 
 
 def decimal_text(value: Decimal | None, column: str) -> str:

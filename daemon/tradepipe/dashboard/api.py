@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from tradepipe.core.rows import ROW_COLUMNS
-from tradepipe.dashboard.queries import MAX_ROWS, MinuteReader, Value
+from tradepipe.core.rows import ROW_COLUMNS, minute_ms_of_text, minute_text
+from tradepipe.dashboard.reader import MinuteReader
+from tradepipe.store.reads import MAX_ROWS, Value
 
 DEFAULT_LAST_MINUTES = 60
 _FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M")
@@ -69,8 +70,7 @@ def parse_request(query: Mapping[str, str]) -> MinutesRequest:
 
 
 def _shift(minute: str, minutes: int) -> str:
-    when = dt.datetime.strptime(minute, _TEXT) + dt.timedelta(minutes=minutes)  # noqa: DTZ007
-    return when.strftime(_TEXT)
+    return minute_text(minute_ms_of_text(minute) + minutes * 60_000)
 
 
 def spread(avg_b: Value, avg_s: Value) -> str | None:

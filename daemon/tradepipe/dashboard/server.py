@@ -25,8 +25,9 @@ import structlog
 from aiohttp import web
 
 from tradepipe.dashboard.api import BadRequest, minutes_payload, parse_request
-from tradepipe.dashboard.queries import MinuteReader, QueryError
+from tradepipe.dashboard.reader import MinuteReader
 from tradepipe.observability.http import split_listen
+from tradepipe.store.reads import QueryError
 
 log = structlog.get_logger("tradepipe.dashboard")
 

@@ -13,7 +13,8 @@ Rules:
 2. The store is synchronous: upserts run in one dedicated worker thread (a SQLite connection
    belongs to the thread that opened it), never on the event loop.
 3. A failing database never loses an object and never stops the process: the batch is retried
-   with capped backoff until it succeeds. At shutdown, objects still unloaded after the time
+   until it succeeds (:class:`tradepipe.retry.RetryForever`), each failure counted in
+   ``stats.failures`` and logged at error level. At shutdown, objects still unloaded after the time
    limit are logged by key, so ``tradepipe load`` can finish the job.
 """
 
@@ -29,7 +30,7 @@ import pymysql
 import structlog
 
 from tradepipe.core import Rejected, SourceError, Trade, decompress, iter_trades
-from tradepipe.producer.backoff import Backoff
+from tradepipe.retry import RetryForever
 from tradepipe.sink.objects import ObjectWriter
 from tradepipe.store import Store
 
@@ -73,10 +74,10 @@ def trades_of(key: str, body: bytes) -> tuple[list[Trade], list[Rejected]]:
 
 
 class ObjectLoader:
-    def __init__(self, store: Store, backoff: Backoff | None = None) -> None:
+    def __init__(self, store: Store, retry: RetryForever | None = None) -> None:
         self.store = store
         self.stats = LoaderStats()
-        self.backoff = backoff or Backoff(base=0.2, cap=10.0, healthy_after=0.0)
+        self.retry = retry or RetryForever()
         self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._closed = asyncio.Event()
         self._inflight: list[str] = []
@@ -131,18 +132,16 @@ class ObjectLoader:
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         self._inflight = [k for k, _ in batch]
-        while True:
-            try:
-                result = await loop.run_in_executor(self._thread, self.store.upsert, trades)
-                break
-            except DB_ERRORS as exc:  # rule 3: retried, logged, never fatal
-                self.stats.failures += 1
-                self.backoff.failed()
-                delay = self.backoff.delay()
-                log.error("upsert_failed", objects=len(batch), error=repr(exc),
-                          retry_in=round(delay, 2))  # fmt: skip
-                await asyncio.sleep(delay)
-        self.backoff.failures = 0
+        async for attempt in self.retry.attempts(DB_ERRORS):  # rule 3: retried, never fatal
+            with attempt:
+                try:
+                    result = await loop.run_in_executor(self._thread, self.store.upsert, trades)
+                except DB_ERRORS as exc:
+                    self.stats.failures += 1
+                    log.error("upsert_failed", objects=len(batch), error=repr(exc),
+                              attempt=attempt.num,
+                              retry_in=round(attempt.next_wait, 2))  # fmt: skip
+                    raise
         self._inflight = []
         s = self.stats
         s.objects += len(batch)

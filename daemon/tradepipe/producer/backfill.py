@@ -9,8 +9,9 @@ Rules:
    than a bounded range needs), and only once that many records fit in the memory bound.
 3. Every failed try — a network error, a timeout, any HTTP error status (403 from Binance's
    WAF, 5xx, 451, 4xx), an answer that is not a JSON array, an empty page for a bounded range
-   (REST trailing the stream) — is retried after a capped, jittered backoff; 429/418 wait
-   exactly the server's ``Retry-After`` instead. Any page that moves the symbol on resets it.
+   (REST trailing the stream) — is retried after a capped, jittered backoff (stamina, through
+   :class:`tradepipe.retry.RetryForever`); 429/418 wait exactly the server's ``Retry-After``
+   instead. Any page that moves the symbol on resets it.
 4. A range is given up only after ``give_up_seconds`` of failed tries in a row, and never
    silently: a bounded range is skipped with its ids logged at error level and counted in
    ``tradepipe_gap_unfilled_trades_total``; an open-ended catch-up (how many were missed is
@@ -31,17 +32,51 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 
+import stamina
 import structlog
 
-from tradepipe.producer.backoff import Backoff
 from tradepipe.producer.intake import Intake
 from tradepipe.producer.rest import AggTradesClient, RateLimited, RestError
 from tradepipe.producer.sequencer import Sequencer
+from tradepipe.retry import RetryForever
 
 log = structlog.get_logger(__name__)
 
 POLL_SECONDS = 1.0
+
+
+class _FailedTry(Exception):
+    """One failed try (rule 3): retried after the backoff, or exactly ``retry_after``."""
+
+    def __init__(self, error: str, retry_after: float | None) -> None:
+        super().__init__(error)
+        self.error, self.retry_after = error, retry_after
+
+
+class _GiveUp(Exception):
+    """Rule 4's time is up for the range being fetched (``bounded``: it has an end): not
+    retried."""
+
+    def __init__(self, why: str, bounded: bool) -> None:
+        super().__init__(why)
+        self.bounded = bounded
+
+
+def _wait(exc: Exception) -> bool | float:
+    """stamina's backoff hook: a failed try waits the backoff, or the server's Retry-After."""
+    if isinstance(exc, _FailedTry):
+        return True if exc.retry_after is None else exc.retry_after
+    return False
+
+
+@dataclass(slots=True)
+class _Failing:
+    """Failed tries in a row since the last page that moved the symbol on (rule 4)."""
+
+    since: float | None = None  # monotonic, the first of them
+    answered: bool = True  # every one of them was an empty answer, no error
 
 
 class Backfiller:
@@ -55,7 +90,7 @@ class Backfiller:
     ) -> None:
         self.intake, self.client = intake, client
         self.give_up_seconds = give_up_seconds
-        self.retry_base, self.retry_cap = retry_base, retry_cap
+        self.retry = RetryForever(wait_initial=retry_base, wait_max=retry_cap)
         self._wake = {symbol: asyncio.Event() for symbol in intake.sequencers}
         self.last_try_at: float | None = None  # monotonic, any REST attempt (progress)
         self.failing: dict[str, str] = {}  # symbol -> why its last try failed
@@ -80,53 +115,63 @@ class Backfiller:
 
     async def fill(self, seq: Sequencer) -> None:
         """Fetch until ``seq`` misses nothing, or an open-ended catch-up must wait (rule 5)."""
-        failing_since: float | None = None
-        answered = True  # every failed try since failing_since was an empty answer (rule 4)
-        backoff = Backoff(base=self.retry_base, cap=self.retry_cap, healthy_after=0.0)
-        while (missing := seq.missing()) is not None:
-            first, until = missing
-            limit = self.intake.page_limit()
-            if until is not None:
-                limit = min(limit, until - first + 1)
-            await self.intake.wait_room(limit)
-            token = self.intake.catch_up_token(seq)
-            self.last_try_at = time.monotonic()
+        while seq.missing() is not None:
+            failing = _Failing()
             try:
-                page = await self.client.fetch(seq.symbol, first, limit)
-            except RestError as exc:
-                answered = False
-                error = str(exc)
-                retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-            else:
-                if self.intake.rest_page(seq, page, first, until, limit, token):
-                    failing_since, answered = None, True
-                    backoff.succeeded()
-                    self.failing.pop(seq.symbol, None)
-                    log.info("backfill_page", symbol=seq.symbol, first=first, until=until,
-                             got=len(page), last_id=seq.last_id)  # fmt: skip
-                    continue
-                if until is None:
-                    self.failing.pop(seq.symbol, None)
-                    return  # rule 5 (or the catch-up just ended)
-                error, retry_after = f"REST has no trades from id {first} yet", None
-            # rule 3: a failed try
-            now = time.monotonic()
-            failing_since = failing_since if failing_since is not None else now
-            self.failing[seq.symbol] = error
-            if now - failing_since >= self.give_up_seconds:
-                why = f"REST failing for {now - failing_since:.0f} s: {error}"
-                if until is not None and answered:
-                    self.intake.set_aside(seq, f"not on the exchange: {why}")
+                async for attempt in self.retry.attempts(_wait):  # a new backoff per page
+                    with attempt:
+                        moved = await self._try(seq, failing, attempt)
+            except _GiveUp as exc:  # rule 4
+                if exc.bounded and failing.answered:
+                    self.intake.set_aside(seq, f"not on the exchange: {exc}")
                 else:
-                    self._give_up(seq, why)
-                failing_since, answered = None, True
+                    self._give_up(seq, str(exc))
                 self.failing.pop(seq.symbol, None)
                 continue
-            backoff.failed()
-            delay = retry_after if retry_after is not None else backoff.delay()
-            log.warning("backfill_retry", symbol=seq.symbol, first=first, until=until,
-                        error=error, retry_in=round(delay, 2))  # fmt: skip
-            await asyncio.sleep(delay)
+            if not moved:
+                return
+
+    async def _try(self, seq: Sequencer, failing: _Failing, attempt: stamina.Attempt) -> bool:
+        """One page: True if it moved ``seq`` on, False if nothing is left to do now (rule 5,
+        or the catch-up just ended); a failed try raises (rule 3) or gives up (rule 4)."""
+        missing = seq.missing()
+        if missing is None:
+            return False
+        first, until = missing
+        limit = self.intake.page_limit()
+        if until is not None:
+            limit = min(limit, until - first + 1)
+        await self.intake.wait_room(limit)
+        token = self.intake.catch_up_token(seq)
+        self.last_try_at = time.monotonic()
+        retry_after: float | None = None
+        try:
+            page = await self.client.fetch(seq.symbol, first, limit)
+        except RestError as exc:
+            failing.answered = False
+            error = str(exc)
+            retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+        else:
+            if self.intake.rest_page(seq, page, first, until, limit, token):
+                self.failing.pop(seq.symbol, None)
+                log.info("backfill_page", symbol=seq.symbol, first=first, until=until,
+                         got=len(page), last_id=seq.last_id)  # fmt: skip
+                return True
+            if until is None:
+                self.failing.pop(seq.symbol, None)
+                return False  # rule 5 (or the catch-up just ended)
+            error = f"REST has no trades from id {first} yet"
+        # rule 3: a failed try
+        now = time.monotonic()
+        failing.since = failing.since if failing.since is not None else now
+        self.failing[seq.symbol] = error
+        if now - failing.since >= self.give_up_seconds:
+            why = f"REST failing for {now - failing.since:.0f} s: {error}"
+            raise _GiveUp(why, bounded=until is not None)
+        delay = retry_after if retry_after is not None else attempt.next_wait
+        log.warning("backfill_retry", symbol=seq.symbol, first=first, until=until,
+                    error=error, retry_in=round(delay, 2))  # fmt: skip
+        raise _FailedTry(error, retry_after)
 
     def _give_up(self, seq: Sequencer, why: str) -> None:
         """Rule 4: never silent."""

@@ -3,7 +3,8 @@
 The loop: take whatever is waiting (up to ``max_chunk``), publish it, and on acknowledgement
 forget it and record metrics. While a chunk is in flight the next one accumulates, so chunk
 size follows the load. On :class:`OutputUnavailable` the chunk stays in the outbox: the output is
-restarted (with capped, jittered backoff) and everything unacknowledged is published again.
+restarted (retried until it works: :class:`tradepipe.retry.RetryForever`, each failure counted
+in ``tradepipe_kafka_errors_total`` and logged) and everything unacknowledged is published again.
 That resend can duplicate a record the broker had in fact written before failing (a lost
 acknowledgement): delivery into the broker is at-least-once under broker faults, and readers
 de-duplicate by (symbol, aggregate id) as the whole pipeline does.
@@ -24,12 +25,12 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from tradepipe.producer.backoff import Backoff
 from tradepipe.producer.metrics import ProducerMetrics
 from tradepipe.producer.outbox import Outbox
 from tradepipe.producer.output import OutputUnavailable, RecordsRejected, Rejection, TradeOutput
 from tradepipe.producer.quarantine import Quarantine
 from tradepipe.producer.records import Record
+from tradepipe.retry import RetryForever
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +44,7 @@ class Publisher:
         outbox: Outbox,
         metrics: ProducerMetrics,
         max_chunk: int = 5_000,
-        backoff: Backoff | None = None,
+        retry: RetryForever | None = None,
         on_ack: AckHook | None = None,
         on_started: Callable[[], None] = lambda: None,
         quarantine: Quarantine | None = None,
@@ -51,7 +52,7 @@ class Publisher:
     ) -> None:
         self.output, self.outbox, self.metrics = output, outbox, metrics
         self.max_chunk = max_chunk
-        self.backoff = backoff or Backoff(base=0.2, cap=10.0, healthy_after=0.0)
+        self.retry = retry or RetryForever()
         self.on_ack = on_ack
         self.on_started = on_started
         self.quarantine = quarantine
@@ -62,20 +63,17 @@ class Publisher:
 
     async def start_output(self) -> None:
         """Start the output, retrying until it works (cancel to give up)."""
-        while True:
-            try:
-                await self.output.start()
-            except OutputUnavailable as exc:
-                self.metrics.kafka_errors.inc()
-                self.backoff.failed()
-                delay = self.backoff.delay()
-                log.warning("output_start_failed", error=str(exc), retry_in=round(delay, 2))
-                await asyncio.sleep(delay)
-                continue
-            self.backoff.failures = 0
-            self.started.set()
-            self.on_started()
-            return
+        async for attempt in self.retry.attempts(OutputUnavailable):
+            with attempt:
+                try:
+                    await self.output.start()
+                except OutputUnavailable as exc:
+                    self.metrics.kafka_errors.inc()
+                    log.warning("output_start_failed", error=str(exc), attempt=attempt.num,
+                                retry_in=round(attempt.next_wait, 2))  # fmt: skip
+                    raise
+        self.started.set()
+        self.on_started()
 
     async def run(self) -> None:
         """Publish forever (until cancelled)."""

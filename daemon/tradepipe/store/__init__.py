@@ -1,10 +1,11 @@
-"""The synchronous database layer: URLs, connections, migrations and the idempotent upsert.
+"""The synchronous database layer: URLs, connections, migrations, the idempotent upsert and
+the dashboard's reads (:mod:`.reads`). It is the only code that talks to the database.
 
 No asyncio and no heavy dependencies (pymysql, stamina, sqlite3): the Lambda zip ships it
 beside the core. Read :mod:`tradepipe.store.upsert` for the exactness rules.
 """
 
-from tradepipe.store.connection import Connection, connect, is_transient
+from tradepipe.store.connection import Connection, Connector, connect, is_transient
 from tradepipe.store.migrations import (
     Migration,
     MigrationError,
@@ -14,18 +15,22 @@ from tradepipe.store.migrations import (
     require_current,
 )
 from tradepipe.store.minutes import TABLE, fetch_partials, fetch_texts, partial_of
+from tradepipe.store.reads import MinuteReads, QueryError
 from tradepipe.store.upsert import Store, UpsertResult, upsert_trades
 from tradepipe.store.url import DbUrl, DbUrlError, MysqlUrl, SqliteUrl, parse_db_url
 
 __all__ = [
     "TABLE",
     "Connection",
+    "Connector",
     "DbUrl",
     "DbUrlError",
     "Migration",
     "MigrationError",
+    "MinuteReads",
     "MysqlUrl",
     "NotMigratedError",
+    "QueryError",
     "SqliteUrl",
     "Store",
     "UpsertResult",

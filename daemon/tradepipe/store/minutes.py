@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from tradepipe.core import ROW_COLUMNS, IdRanges, MinuteKey, MinutePartial, Row, minute_text
+from tradepipe.core.rows import minute_ms_of_text, timestamp_text
 from tradepipe.store.connection import Connection
 
 TABLE = "trade_minutes"
@@ -23,11 +24,7 @@ _AVG = {"avg_b", "avg_s"}
 
 def minute_ms_of(value: Any) -> int:
     """A stored ``timestamp`` (MySQL ``datetime``, SQLite text) -> epoch ms, UTC."""
-    if isinstance(value, dt.datetime):
-        when = value.replace(tzinfo=dt.UTC)
-    else:
-        when = dt.datetime.strptime(str(value), "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
-    return int(when.timestamp()) * 1000
+    return minute_ms_of_text(timestamp_text(value))
 
 
 def columns_sql(conn: Connection, columns: Sequence[str] = STORED_COLUMNS) -> str:
@@ -118,7 +115,7 @@ def _text(value: Any) -> str:
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
+        return timestamp_text(value)
     return str(value)
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import stamina
 
 from tradepipe.core import IdRanges, MinuteKey, MinutePartial, Trade, aggregate, minute_of
-from tradepipe.store.connection import Connection, connect, is_connection_error, is_transient
+from tradepipe.store.connection import Connection, Connector, is_connection_error, is_transient
 from tradepipe.store.migrations import require_current
 from tradepipe.store.minutes import STORED_COLUMNS, TABLE, columns_sql, fetch_partials, values_of
 from tradepipe.store.url import DbUrl, parse_db_url
@@ -101,20 +101,10 @@ class Store:
     ) -> None:
         self.url = parse_db_url(url) if isinstance(url, str) else url
         self.attempts, self.timeout, self.wait_max = attempts, timeout, wait_max
-        self._conn: Connection | None = None
+        self._connector = Connector(self.url, on_open=require_current)
 
     def connection(self) -> Connection:
-        if self._conn is not None and not self._conn.alive():
-            self.close()
-        if self._conn is None:
-            conn = connect(self.url)
-            try:
-                require_current(conn)
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
+        return self._connector.get()
 
     def upsert(self, trades: Sequence[Trade]) -> UpsertResult:
         if not trades:
@@ -137,9 +127,7 @@ class Store:
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._connector.close()
 
 
 def stored_keys(trades: Sequence[Trade]) -> list[MinuteKey]:
