@@ -6,9 +6,9 @@ before importing anything with one line naming it and exit status 2 (never a tra
 
 | command | extra | modules checked |
 |---|---|---|
-| ``migrate``, ``load`` | ``db`` | pymysql, aiomysql |
+| ``migrate``, ``load`` | ``db`` | pymysql |
 | ``sink`` | ``sink`` | aioboto3, botocore |
-| ``dashboard`` | ``dashboard`` | plotly, pymysql, aiomysql |
+| ``dashboard`` | ``dashboard`` | plotly, pymysql |
 | ``run`` | ``local`` | all of the above |
 
 ``MODULES`` names the top-level modules each extra's distributions install; tests/deps checks
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 
-_DB = ("pymysql", "aiomysql")
+_DB = ("pymysql",)
 _SINK = ("aioboto3", "botocore")
 _DASHBOARD = ("plotly", *_DB)
 
