@@ -35,7 +35,6 @@ import msgspec.inspect as mi
 ENV_PREFIX = "TRADEPIPE_"
 # The producer's resume state inside systemd's $STATE_DIRECTORY (StateDirectory=tradepipe).
 STATE_FILE_NAME = "producer-state.json"
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 class ConfigError(ValueError):
@@ -223,11 +222,13 @@ class SinkSettings(_Section, frozen=True):
 class S3Settings(_Section, frozen=True):
     bucket: Annotated[Bucket, _meta("the objects' bucket (sink.objects = s3)")] = ""
     prefix: Annotated[
-        str, msgspec.Meta(pattern=r"^\S*$"), _meta("key prefix, before symbol=.../date=...")
+        str,
+        msgspec.Meta(pattern=r"^\S*$", title="text without spaces"),
+        _meta("key prefix, before symbol=.../date=..."),
     ] = "trades"
     endpoint_url: Annotated[
         str,
-        msgspec.Meta(pattern=r"^(https?://\S+)?$"),
+        msgspec.Meta(pattern=r"^(https?://\S+)?$", title="http:// or https:// URL, or empty"),
         _meta("an S3-compatible server (MinIO, moto); empty: AWS"),
     ] = ""
     region: Annotated[NonBlank, _meta("the bucket's region")] = "us-east-1"
@@ -435,6 +436,9 @@ def _convert(tree: dict[str, Any], env_names: Mapping[tuple[str, str], str]) -> 
 
 def describe(hint: Any) -> str:
     """What a key accepts, in words: ``number >= 0``, ``"s3" | "folder"``, ``HOST:PORT``."""
+    base = _base(hint)
+    if typing.get_origin(base) is Literal:  # in the order written, not msgspec's sorted one
+        return " | ".join(f'"{v}"' for v in typing.get_args(base))
     return _describe(mi.type_info(hint))
 
 
@@ -448,7 +452,9 @@ def _describe(t: mi.Type) -> str:
             for op, v in ((">", t.gt), (">=", t.ge), ("<", t.lt), ("<=", t.le))
             if v is not None
         ]
-        return " ".join(["integer" if isinstance(t, mi.IntType) else "number", *bounds])
+        return " ".join(
+            ["integer" if isinstance(t, mi.IntType) else "number", " and ".join(bounds)]
+        )
     if isinstance(t, mi.StrType):
         return f"text matching {t.pattern}" if t.pattern else "text"
     if isinstance(t, mi.LiteralType):
