@@ -357,11 +357,14 @@ def env_name(section: str, key: str) -> str:
 
 
 def redact(text: str) -> str:
-    """``scheme://user:password@host`` -> ``scheme://user:***@host``, anywhere in ``text``."""
+    """``scheme://user:password@host`` -> ``scheme://user:***@host``, anywhere in ``text``.
+
+    Up to the last ``@`` of the word: a password holding a raw ``@`` or ``/`` (not written
+    ``%40``/``%2F``, so rejected) is hidden whole; at worst more than the password is."""
     return _USERINFO.sub(r"\1***@", text)
 
 
-_USERINFO = re.compile(r"(://[^/:@\s]*:)[^@\s]*@")
+_USERINFO = re.compile(r"(://[^/:@\s]*:)\S*@")
 
 
 def _hints(cls: type) -> dict[str, Any]:
