@@ -3,6 +3,9 @@ variable), the layers in order, unknown sections and keys refused."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from tradepipe.config import (
     Settings,
     describe,
     env_name,
+    require_objects_target,
 )
 from tradepipe.observability.logs import LEVELS
 
@@ -187,3 +191,16 @@ def test_settings_are_frozen() -> None:
         s.sink.grace_seconds = 1.0  # type: ignore[misc]
     assert s.replace(sink={"grace_seconds": 1.0}).sink.grace_seconds == 1.0
     assert s.sink.grace_seconds == 5.0
+
+
+def test_objects_in_s3_need_a_bucket() -> None:
+    require_objects_target(Settings.load(None, {"TRADEPIPE_S3_BUCKET": "b-1"}))
+    require_objects_target(Settings.load(None, {"TRADEPIPE_SINK_OBJECTS": "folder"}))
+    with pytest.raises(ConfigError, match=r"^s3\.bucket \(TRADEPIPE_S3_BUCKET\) is required"):
+        require_objects_target(Settings.load(None, {}))
+    done = subprocess.run(
+        [sys.executable, "-m", "tradepipe.cli", "sink"], capture_output=True, text=True,
+        timeout=60, env={k: v for k, v in os.environ.items() if not k.startswith("TRADEPIPE_")},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert 's3.bucket (TRADEPIPE_S3_BUCKET) is required when sink.objects = "s3"' in done.stderr
