@@ -1,19 +1,36 @@
-"""Configuration, built once at the edge: a TOML file, then ``TRADEPIPE_<SECTION>_<KEY>``
-environment overrides (lists comma-separated), validated with messages that name the key.
+"""Configuration, built once at the edge: defaults, then a TOML file, then
+``TRADEPIPE_<SECTION>_<KEY>`` environment overrides (lists comma-separated), validated by
+msgspec against the constraints written on each key below.
+
+Rules:
+
+1. Every key is one field of a frozen :class:`msgspec.Struct`, with its bounds, pattern or
+   choices and its description in ``Annotated[..., msgspec.Meta(...)]``. That is the whole
+   validation, and ``python -m tradepipe.config_table`` renders the same fields as the table in
+   ``docs/configuration.md``.
+2. One key per concept. A choice between components is an explicit key with ``Literal``
+   choices (``local.broker``, ``sink.objects``); no code asks whether a key was given.
+3. Layers, later ones win: the field defaults, a command's defaults (:data:`RUN_DEFAULTS` for
+   ``tradepipe run``), the TOML file, the environment. Under systemd, ``$STATE_DIRECTORY``
+   decides ``feed.state_path`` unless ``TRADEPIPE_FEED_STATE_PATH`` is set.
+4. Unknown sections and keys are refused. An invalid value gives one :class:`ConfigError` line
+   naming the key (and the environment variable when it came from there):
+   ``sink.grace_seconds: expected number >= 0, got -1``. A password in a URL is shown as ``***``.
 
 Nothing else in tradepipe reads ``os.environ``: shells receive a frozen :class:`Settings`.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import re
 import tomllib
-import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
+import msgspec.inspect as mi
 
 ENV_PREFIX = "TRADEPIPE_"
 # The producer's resume state inside systemd's $STATE_DIRECTORY (StateDirectory=tradepipe).
@@ -21,174 +38,262 @@ STATE_FILE_NAME = "producer-state.json"
 
 
 class ConfigError(ValueError):
-    """Invalid configuration; the message names the offending key."""
+    """Invalid configuration; the message names the offending key and never holds a password."""
 
 
-def _symbols(value: list[str]) -> list[str]:
-    out = [s.strip().lower() for s in value if s.strip()]
-    if not out:
-        raise ValueError("needs at least one symbol")
-    for s in out:
-        if not s.isalnum():
-            raise ValueError(f"{s!r} is not a symbol like btcusdt")
-    if len(out) > 1024:
-        raise ValueError("Binance allows at most 1024 streams per connection")
-    return out
+def _meta(description: str) -> msgspec.Meta:
+    return msgspec.Meta(description=description)
 
 
-def _hostport(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} is not HOST:PORT")
-    return value
+# -- value types: what each kind of key accepts (the table prints the title where one is set) --
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Count = Annotated[int, msgspec.Meta(gt=0)]
+FilePath = Annotated[str, msgspec.Meta(pattern=r"\S", title="PATH")]
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+_HOST = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)"
+HostPort = Annotated[str, msgspec.Meta(pattern=rf"^{_HOST}:{_PORT}$", title="HOST:PORT")]
+HostPorts = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=rf"^{_HOST}:{_PORT}(,{_HOST}:{_PORT})*$", title="HOST:PORT[,HOST:PORT...]"
+    ),
+]
+Symbol = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9]+$", title="symbol like btcusdt")]
+WsUrl = Annotated[str, msgspec.Meta(pattern=r"^wss?://\S+$", title="ws:// or wss:// URL")]
+HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$", title="http:// or https:// URL")]
+DbUrl = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^(sqlite|mysql|mariadb|mysql\+pymysql)://",
+        title="sqlite:///PATH or mysql://USER:PASSWORD@HOST:PORT/DB",
+    ),
+]
+Topic = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,249}$", title="Kafka topic name")]
+NonBlank = Annotated[str, msgspec.Meta(pattern=r"\S", title="non-empty text")]
+Bucket = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])?$", title="S3 bucket name or empty"),
+]
 
 
-def _url(*schemes: str) -> typing.Callable[[str], str]:
-    def check(value: str) -> str:
-        if not value.startswith(tuple(f"{s}://" for s in schemes)):
-            raise ValueError(f"{value!r} must start with one of {', '.join(schemes)}://")
-        return value.rstrip("/") if "sqlite" not in schemes else value
-
-    return check
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
 
 
-def _positive(value: float) -> float:
-    if value <= 0:
-        raise ValueError(f"{value!r} must be > 0")
-    return value
-
-
-def _nonempty(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-def _check(fn: typing.Callable[[Any], Any]) -> dict[str, Any]:
-    return {"check": fn}
-
-
-@dataclass(frozen=True)
-class FeedSettings:
-    symbols: list[str] = field(default_factory=lambda: ["btcusdt"], metadata=_check(_symbols))
-    ws_url: str = field(default="wss://stream.binance.com:9443", metadata=_check(_url("ws", "wss")))
-    rest_url: str = field(default="https://api.binance.com", metadata=_check(_url("http", "https")))
-    quarantine_path: str = "./data/quarantine.ndjson"
-    # Open a fresh connection this long after connecting (Binance closes them at 24 h).
-    rollover_seconds: float = field(default=23.5 * 3600, metadata=_check(_positive))
-    backoff_max_seconds: float = field(default=30.0, metadata=_check(_positive))
-    # /healthz turns 503 when no trade was acknowledged by the broker for this long.
-    stall_seconds: float = field(default=60.0, metadata=_check(_positive))
-    # Trades held (ahead of a gap) while REST backfills it; beyond that REST refetches them.
-    max_held: int = field(default=20_000, metadata=_check(_positive))
-    # Give up on a missing id range after REST failed this long (counted and logged).
-    backfill_give_up_seconds: float = field(default=300.0, metadata=_check(_positive))
-    # Our share of Binance's per-IP REST weight budget (6000/min); aggTrades costs 4.
-    rest_weight_per_minute: int = field(default=1200, metadata=_check(_positive))
-    quarantine_max_bytes: int = field(default=100 * 1024 * 1024, metadata=_check(_positive))
-    # Resume state (last acknowledged id per symbol). Under systemd, $STATE_DIRECTORY (the unit's
-    # StateDirectory=) decides instead, unless TRADEPIPE_FEED_STATE_PATH is set explicitly.
-    state_path: str = field(default="./data/producer-state.json", metadata=_check(_nonempty))
-    # A resume further behind than this many trades per symbol backfills only the newest ones;
-    # the older ids are skipped, counted in tradepipe_gap_unfilled_trades_total and logged.
-    max_resume_trades: int = field(default=200_000, metadata=_check(_positive))
-    # How long start-up may spend reading the topic's tail and checking it against REST.
-    resume_timeout_seconds: float = field(default=15.0, metadata=_check(_positive))
-
-
-@dataclass(frozen=True)
-class KafkaSettings:
-    bootstrap_servers: str = "127.0.0.1:9092"
-    topic: str = "aggtrades"
-    retention_ms: int = 300_000
-    segment_ms: int = 60_000
-    # 0: the producer batches by itself (one chunk in flight; chunks grow with the load);
-    # measured 5 ms -> p50 13 ms vs 0 ms -> p50 1 ms receive->ack at 5,000 msg/s (README)
-    linger_ms: int = 0
-    max_batch_size: int = 262_144
-    compression_type: str = "none"
-    # Accepted, unacknowledged trades kept while the broker is slow or down (~300 B each);
-    # when full, live trades are refused and fetched again from REST once there is room.
-    buffer_max_messages: int = field(default=50_000, metadata=_check(_positive))
-    request_timeout_ms: int = field(default=30_000, metadata=_check(_positive))
-    replication_factor: int = field(default=1, metadata=_check(_positive))
-    group_id: str = "tradepipe-sink"
-
-
-@dataclass(frozen=True)
-class SinkSettings:
-    # How long after a minute ends the sink waits for late trades before writing it out.
-    grace_seconds: float = 5.0
-    max_object_trades: int = 200_000
-    # The sink's own /metrics + /healthz (the producer has metrics.listen; both run on one host).
-    metrics_listen: str = field(default="127.0.0.1:9109", metadata=_check(_hostport))
-    # Give up on an object write after this long (the process exits; systemd restarts it and
-    # it resumes from its last commit).
-    retry_timeout_seconds: float = field(default=900.0, metadata=_check(_positive))
-    # Write objects under this folder instead of S3 (same key layout); empty = S3.
-    local_dir: str = ""
-    # Records that are not aggTrades (null values, foreign producers), one JSON line each,
-    # capped like the producer's (feed.quarantine_max_bytes).
-    quarantine_path: str = "./data/sink-quarantine.ndjson"
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    bucket: str = ""
-    prefix: str = "trades"
-    endpoint_url: str = ""
-    region: str = "us-east-1"
-
-
-@dataclass(frozen=True)
-class DbSettings:
-    url: str = field(
-        default="sqlite:///./data/tradepipe.db", metadata=_check(_url("sqlite", "mysql"))
+class FeedSettings(_Section, frozen=True):
+    symbols: Annotated[
+        list[Symbol],
+        msgspec.Meta(min_length=1, max_length=1024, title="1 to 1024 symbols like btcusdt"),
+        _meta("streams on one connection (Binance allows at most 1024); lower-cased"),
+    ] = msgspec.field(default_factory=lambda: ["btcusdt"])
+    ws_url: Annotated[WsUrl, _meta("WebSocket base; the producer appends /stream?streams=...")] = (
+        "wss://stream.binance.com:9443"
     )
+    rest_url: Annotated[HttpUrl, _meta("REST base; the producer appends /api/v3/aggTrades")] = (
+        "https://api.binance.com"
+    )
+    quarantine_path: Annotated[
+        FilePath, _meta("rejected messages and records Kafka refuses, one JSON line each")
+    ] = "./data/quarantine.ndjson"
+    rollover_seconds: Annotated[
+        Seconds, _meta("open a fresh connection this long after connecting (Binance cuts at 24 h)")
+    ] = 23.5 * 3600
+    backoff_max_seconds: Annotated[Seconds, _meta("reconnect backoff cap (full jitter)")] = 30.0
+    stall_seconds: Annotated[
+        Seconds,
+        _meta(
+            "work waiting and nothing acknowledged this long = stalled (/healthz 503; the "
+            "watchdog is withheld after the broker client's grace)"
+        ),
+    ] = 60.0
+    max_held: Annotated[
+        Count,
+        _meta(
+            "live trades held ahead of gaps while REST backfills them, all symbols together; at "
+            "most half of kafka.buffer_max_messages (lowered, with a warning, if larger)"
+        ),
+    ] = 20_000
+    backfill_give_up_seconds: Annotated[
+        Seconds,
+        _meta("give up on a missing id range after REST failed this long in a row (logged)"),
+    ] = 300.0
+    rest_weight_per_minute: Annotated[
+        int,
+        msgspec.Meta(gt=0, le=6000),
+        _meta("our share of Binance's 6000/min per-IP REST weight (aggTrades costs 4)"),
+    ] = 1200
+    quarantine_max_bytes: Annotated[
+        Count, _meta("feed.quarantine_path (and sink.quarantine_path) stop growing at this size")
+    ] = 100 * 1024 * 1024
+    state_path: Annotated[
+        FilePath,
+        _meta(
+            "resume state (last acknowledged id per symbol); under systemd "
+            "$STATE_DIRECTORY/producer-state.json instead, unless TRADEPIPE_FEED_STATE_PATH is set"
+        ),
+    ] = "./data/producer-state.json"
+    max_resume_trades: Annotated[
+        Count,
+        _meta(
+            "a restart further behind than this per symbol backfills only the newest ones (the "
+            "rest counted in tradepipe_gap_unfilled_trades_total and logged)"
+        ),
+    ] = 200_000
+    resume_timeout_seconds: Annotated[
+        Seconds, _meta("start-up time allowed for reading the topic's tail and the REST check")
+    ] = 15.0
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "symbols", [s.lower() for s in self.symbols])
+        msgspec.structs.force_setattr(self, "ws_url", self.ws_url.rstrip("/"))
+        msgspec.structs.force_setattr(self, "rest_url", self.rest_url.rstrip("/"))
 
 
-@dataclass(frozen=True)
-class MetricsSettings:
-    listen: str = field(default="127.0.0.1:9108", metadata=_check(_hostport))
+class KafkaSettings(_Section, frozen=True):
+    bootstrap_servers: Annotated[HostPorts, _meta("the Kafka brokers")] = "127.0.0.1:9092"
+    topic: Annotated[Topic, _meta("the aggTrade topic")] = "aggtrades"
+    retention_ms: Annotated[
+        int,
+        msgspec.Meta(ge=-1),
+        _meta("retention.ms of a topic the producer creates (-1: for ever)"),
+    ] = 300_000
+    segment_ms: Annotated[Count, _meta("segment.ms when the producer creates the topic")] = 60_000
+    linger_ms: Annotated[
+        int,
+        msgspec.Meta(ge=0),
+        _meta(
+            "0: the producer batches by itself (one chunk in flight, chunks grow with the load); "
+            "5 ms measured p50 13 ms vs 1 ms receive->ack at 5,000 msg/s"
+        ),
+    ] = 0
+    max_batch_size: Annotated[Count, _meta("bytes per partition batch (aiokafka's)")] = 262_144
+    compression_type: Annotated[
+        Literal["none", "gzip"],
+        _meta("the codecs aiokafka can use here (snappy, lz4, zstd need libraries not installed)"),
+    ] = "none"
+    buffer_max_messages: Annotated[
+        Count,
+        _meta(
+            "the producer's one memory bound: accepted, unacknowledged trades (~300 B each); when "
+            "full, live trades are refused and fetched again from REST once there is room"
+        ),
+    ] = 50_000
+    request_timeout_ms: Annotated[
+        Count, _meta("a send not acknowledged in 4x this rebuilds the Kafka producer")
+    ] = 30_000
+    replication_factor: Annotated[
+        Count, _meta("replication factor when the producer creates the topic")
+    ] = 1
+    group_id: Annotated[NonBlank, _meta("the sink's consumer group")] = "tradepipe-sink"
 
 
-@dataclass(frozen=True)
-class DashboardSettings:
-    listen: str = field(default="127.0.0.1:8050", metadata=_check(_hostport))
+class SinkSettings(_Section, frozen=True):
+    grace_seconds: Annotated[
+        float,
+        msgspec.Meta(ge=0),
+        _meta("how long after a minute ends the sink waits for late trades before writing it"),
+    ] = 5.0
+    max_object_trades: Annotated[
+        Count, _meta("an object reaching this many trades writes every open object")
+    ] = 200_000
+    metrics_listen: Annotated[
+        HostPort, _meta("the sink's /metrics and /healthz (beside the producer's metrics.listen)")
+    ] = "127.0.0.1:9109"
+    retry_timeout_seconds: Annotated[
+        Seconds,
+        _meta(
+            "give up on an object write after this long (the process exits; systemd restarts it "
+            "and it resumes from its last commit)"
+        ),
+    ] = 900.0
+    objects: Annotated[
+        Literal["s3", "folder"],
+        _meta("where minute objects go: s3 (s3.bucket, required) or folder (sink.objects_dir)"),
+    ] = "s3"
+    objects_dir: Annotated[
+        FilePath, _meta("the folder of sink.objects = folder, in the S3 key layout")
+    ] = "./data/objects"
+    quarantine_path: Annotated[
+        FilePath,
+        _meta("records that are not aggTrades, one JSON line each (capped like feed's)"),
+    ] = "./data/sink-quarantine.ndjson"
 
 
-@dataclass(frozen=True)
-class LocalSettings:
-    """``tradepipe run``: where its embedded stand-ins keep their data."""
-
-    # Minute objects (the S3 key layout) when s3.bucket is not set.
-    objects_dir: str = "./data/objects"
-    # The sink's grace in local mode: rows of a closed minute must show within 3 s.
-    grace_seconds: float = field(default=1.0, metadata=_check(_positive))
-    # The in-process broker holds at most this many unwritten trades (back-pressure beyond).
-    broker_max_messages: int = 200_000
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    level: str = "info"
+class S3Settings(_Section, frozen=True):
+    bucket: Annotated[Bucket, _meta("the objects' bucket (sink.objects = s3)")] = ""
+    prefix: Annotated[
+        str,
+        msgspec.Meta(pattern=r"^\S*$", title="text without spaces"),
+        _meta("key prefix, before symbol=.../date=..."),
+    ] = "trades"
+    endpoint_url: Annotated[
+        str,
+        msgspec.Meta(pattern=r"^(https?://\S+)?$", title="http:// or https:// URL, or empty"),
+        _meta("an S3-compatible server (MinIO, moto); empty: AWS"),
+    ] = ""
+    region: Annotated[NonBlank, _meta("the bucket's region")] = "us-east-1"
 
 
-@dataclass(frozen=True)
-class Settings:
-    feed: FeedSettings = field(default_factory=FeedSettings)
-    kafka: KafkaSettings = field(default_factory=KafkaSettings)
-    sink: SinkSettings = field(default_factory=SinkSettings)
-    s3: S3Settings = field(default_factory=S3Settings)
-    db: DbSettings = field(default_factory=DbSettings)
-    metrics: MetricsSettings = field(default_factory=MetricsSettings)
-    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
-    local: LocalSettings = field(default_factory=LocalSettings)
-    log: LogSettings = field(default_factory=LogSettings)
+class DbSettings(_Section, frozen=True):
+    url: Annotated[
+        DbUrl, _meta("the database of trade_minutes; the scheme chooses SQLite or MySQL/MariaDB")
+    ] = "sqlite:///./data/tradepipe.db"
+
+
+class MetricsSettings(_Section, frozen=True):
+    listen: Annotated[HostPort, _meta("the producer's /metrics and /healthz")] = "127.0.0.1:9108"
+
+
+class DashboardSettings(_Section, frozen=True):
+    listen: Annotated[HostPort, _meta("the dashboard's page and API")] = "127.0.0.1:8050"
+
+
+class LocalSettings(_Section, frozen=True):
+    """``tradepipe run`` only."""
+
+    broker: Annotated[
+        Literal["memory", "kafka"],
+        _meta("tradepipe run's broker: the in-process log, or Kafka (kafka.*); --kafka sets it"),
+    ] = "memory"
+    broker_max_messages: Annotated[
+        Count, _meta("the in-process log's bound on unwritten trades (back-pressure beyond)")
+    ] = 200_000
+
+
+class LogSettings(_Section, frozen=True):
+    level: Annotated[
+        Literal["debug", "info", "warning", "error", "critical"],
+        _meta("log level (JSON lines on stdout)"),
+    ] = "info"
+
+
+# What `tradepipe run` changes before the file and the environment (rule 3): rows of a closed
+# minute show within 3 s, and the objects go to a folder unless S3 is asked for.
+RUN_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+    "sink": {"grace_seconds": 1.0, "objects": "folder"},
+}
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    feed: FeedSettings = msgspec.field(default_factory=FeedSettings)
+    kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
+    sink: SinkSettings = msgspec.field(default_factory=SinkSettings)
+    s3: S3Settings = msgspec.field(default_factory=S3Settings)
+    db: DbSettings = msgspec.field(default_factory=DbSettings)
+    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    dashboard: DashboardSettings = msgspec.field(default_factory=DashboardSettings)
+    local: LocalSettings = msgspec.field(default_factory=LocalSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, environ: Mapping[str, str] = {}) -> Settings:
-        """Build settings from an optional TOML file and an environment mapping."""
+    def load(
+        cls,
+        path: str | Path | None = None,
+        environ: Mapping[str, str] = {},
+        defaults: Mapping[str, Mapping[str, Any]] = {},
+    ) -> Settings:
+        """Build settings from ``defaults`` (e.g. :data:`RUN_DEFAULTS`), an optional TOML file
+        and an environment mapping (rule 3)."""
         data: dict[str, Any] = {}
         if path is not None:
             try:
@@ -197,29 +302,79 @@ class Settings:
                 raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        sections: dict[str, Any] = {}
-        for top in dataclasses.fields(cls):
-            raw = data.pop(top.name, {})
+        unknown = set(data) - set(SECTIONS)
+        if unknown:
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        tree: dict[str, dict[str, Any]] = {}
+        env_names: dict[tuple[str, str], str] = {}
+        for section, keys in SECTIONS.items():
+            raw = data.get(section, {})
             if not isinstance(raw, dict):
-                raise ConfigError(f"[{top.name}] must be a table")
-            section_cls = _hints(cls)[top.name]
-            sections[top.name] = _load_section(top.name, section_cls, raw, environ)
-        if data:
-            raise ConfigError(f"unknown config section(s): {', '.join(sorted(data))}")
+                raise ConfigError(f"[{section}] must be a table")
+            unknown = set(raw) - set(keys)
+            if unknown:
+                raise ConfigError(f"unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
+            values = {**defaults.get(section, {}), **raw}
+            for key, hint in keys.items():
+                env = env_name(section, key)
+                if env in environ:
+                    env_names[section, key] = env
+                    values[key] = _from_env(environ[env], hint, f"{env} ({section}.{key})")
+                elif key in values:
+                    values[key] = _tidy(values[key], hint)
+            tree[section] = values
         state_dir = _state_directory(environ)
-        if state_dir is not None and f"{ENV_PREFIX}FEED_STATE_PATH" not in environ:
-            sections["feed"] = dataclasses.replace(
-                sections["feed"], state_path=str(Path(state_dir) / STATE_FILE_NAME)
-            )
-        return cls(**sections)
+        if state_dir is not None and env_name("feed", "state_path") not in environ:
+            tree["feed"]["state_path"] = str(Path(state_dir) / STATE_FILE_NAME)
+        return _convert(tree, env_names)
 
-    def replace(self, **sections: Any) -> Settings:
-        """A copy with some keys changed: ``replace(kafka={"topic": "x"})``."""
-        changed = {
-            name: dataclasses.replace(getattr(self, name), **values)
-            for name, values in sections.items()
-        }
-        return dataclasses.replace(self, **changed)
+    def replace(self, **sections: Mapping[str, Any]) -> Settings:
+        """A copy with some keys changed, validated like a file:
+        ``replace(kafka={"topic": "x"})``."""
+        tree = msgspec.to_builtins(self)
+        for name, values in sections.items():
+            if name not in SECTIONS:
+                raise ConfigError(f"unknown config section(s): {name}")
+            unknown = set(values) - set(SECTIONS[name])
+            if unknown:
+                raise ConfigError(f"unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
+            tree[name].update(values)
+        return _convert(tree, {})
+
+
+def require_objects_target(settings: Settings) -> None:
+    """``sink.objects = "s3"`` needs ``s3.bucket``: a cross-key rule, checked by the commands
+    that write objects (``tradepipe sink``, ``tradepipe run``)."""
+    if settings.sink.objects == "s3" and not settings.s3.bucket:
+        raise ConfigError(
+            's3.bucket (TRADEPIPE_S3_BUCKET) is required when sink.objects = "s3" '
+            '(or set sink.objects = "folder" to write under sink.objects_dir)'
+        )
+
+
+def env_name(section: str, key: str) -> str:
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+
+
+def redact(text: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://user:***@host``, anywhere in ``text``.
+
+    Up to the last ``@`` of the word: a password holding a raw ``@`` or ``/`` (not written
+    ``%40``/``%2F``, so rejected) is hidden whole; at worst more than the password is."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
+_USERINFO = re.compile(r"(://[^/:@\s]*:)\S*@")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+# section -> key -> annotated type, in declaration order
+SECTIONS: dict[str, dict[str, Any]] = {
+    name: _hints(section) for name, section in _hints(Settings).items()
+}
 
 
 def _state_directory(environ: Mapping[str, str]) -> str | None:
@@ -233,71 +388,87 @@ def _state_directory(environ: Mapping[str, str]) -> str | None:
     return first
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def _base(hint: Any) -> Any:
+    while typing.get_origin(hint) is Annotated:
+        hint = typing.get_args(hint)[0]
+    return hint
 
 
-def _load_section(
-    name: str, section_cls: type, raw: dict[str, Any], environ: Mapping[str, str]
-) -> Any:
-    values: dict[str, Any] = {}
-    hints = _hints(section_cls)
-    known = {f.name: f for f in dataclasses.fields(section_cls)}
-    unknown = set(raw) - set(known)
-    if unknown:
-        raise ConfigError(f"unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
-    for key, fld in known.items():
-        env = f"{ENV_PREFIX}{name.upper()}_{key.upper()}"
-        where = f"{name}.{key}"
-        if env in environ:
-            where = f"{env} ({name}.{key})"
-            value: Any = _from_env(environ[env], hints[key], where)
-        elif key in raw:
-            value = _from_toml(raw[key], hints[key], where)
-        else:
-            continue
-        check = fld.metadata.get("check")
-        if check is not None:
-            try:
-                value = check(value)
-            except ValueError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
-        values[key] = value
-    return section_cls(**values)
+def _tidy(value: Any, hint: Any) -> Any:
+    """Lists: a string is comma-separated, items stripped, empty ones dropped; choices are
+    case-insensitive."""
+    base = _base(hint)
+    if typing.get_origin(base) is list:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return [v.strip() for v in value if v.strip()]
+    if typing.get_origin(base) is Literal and isinstance(value, str):
+        return value.strip().lower()
+    return value
 
 
 def _from_env(text: str, hint: Any, where: str) -> Any:
-    text = text.strip()
-    if typing.get_origin(hint) is list:
-        return [part.strip() for part in text.split(",") if part.strip()]
-    if hint is bool:
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{where}: {text!r} is not a boolean")
-    if hint in (int, float):
-        try:
-            return hint(text)
-        except ValueError:
-            raise ConfigError(f"{where}: {text!r} is not a number") from None
-    return text
+    value = _tidy(text.strip(), hint)
+    try:
+        return msgspec.convert(value, hint, strict=False)
+    except msgspec.ValidationError:
+        raise ConfigError(f"{where}: expected {describe(hint)}, got {redact(repr(text))}") from None
 
 
-def _from_toml(value: Any, hint: Any, where: str) -> Any:
-    if typing.get_origin(hint) is list:
-        if isinstance(value, str):
-            value = [v for v in value.split(",")]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: expected a list of strings")
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    expected = hint if isinstance(hint, type) else None
-    if isinstance(hint, types.UnionType):
-        expected = None
-    if expected is not None and (
-        not isinstance(value, expected) or isinstance(value, bool) != (expected is bool)
-    ):
-        raise ConfigError(f"{where}: expected {expected.__name__}, got {type(value).__name__}")
-    return value
+_AT = re.compile(r" - at `\$\.(\w+)\.(\w+)")
+
+
+def _convert(tree: dict[str, Any], env_names: Mapping[tuple[str, str], str]) -> Settings:
+    try:
+        return msgspec.convert(tree, Settings)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        at = _AT.search(message)
+        if at is None or at[1] not in SECTIONS or at[2] not in SECTIONS[at[1]]:
+            raise ConfigError(redact(message)) from None
+        section, key = at[1], at[2]
+        where = f"{section}.{key}"
+        if (section, key) in env_names:
+            where = f"{env_names[section, key]} ({where})"
+        got = redact(repr(tree[section][key]))
+        raise ConfigError(
+            f"{where}: expected {describe(SECTIONS[section][key])}, got {got}"
+        ) from None
+
+
+def describe(hint: Any) -> str:
+    """What a key accepts, in words: ``number >= 0``, ``"s3" | "folder"``, ``HOST:PORT``."""
+    base = _base(hint)
+    if typing.get_origin(base) is Literal:  # in the order written, not msgspec's sorted one
+        return " | ".join(f'"{v}"' for v in typing.get_args(base))
+    return _describe(mi.type_info(hint))
+
+
+def _describe(t: mi.Type) -> str:
+    if isinstance(t, mi.Metadata):
+        title = (t.extra_json_schema or {}).get("title")
+        return str(title) if title else _describe(t.type)
+    if isinstance(t, mi.IntType | mi.FloatType):
+        bounds = [
+            f"{op} {_number(v)}"
+            for op, v in ((">", t.gt), (">=", t.ge), ("<", t.lt), ("<=", t.le))
+            if v is not None
+        ]
+        return " ".join(
+            ["integer" if isinstance(t, mi.IntType) else "number", " and ".join(bounds)]
+        )
+    if isinstance(t, mi.StrType):
+        return f"text matching {t.pattern}" if t.pattern else "text"
+    if isinstance(t, mi.LiteralType):
+        return " | ".join(f'"{v}"' for v in t.values)
+    if isinstance(t, mi.ListType):
+        size = ""
+        if t.min_length is not None or t.max_length is not None:
+            size = f", {t.min_length or 0} to {t.max_length or 'any number of'} items"
+        return f"comma-separated list of {_describe(t.item_type)}{size}"
+    return type(t).__name__.removesuffix("Type").lower()
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"

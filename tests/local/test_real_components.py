@@ -15,7 +15,7 @@ import pytest
 from tests.dashboard.helpers import THREE_SYMBOLS, recorded
 from tests.local.helpers import aggregate_csv, tradepipe
 
-from tradepipe.commands.run import kafka_configured, settings_of, source_urls
+from tradepipe.commands.run import settings_of, source_urls
 from tradepipe.config import ConfigError, Settings
 from tradepipe.core import Trade, iter_trades, parse_key
 from tradepipe.local.pipeline import Plan, Running, serve
@@ -68,13 +68,15 @@ async def test_run_on_kafka_s3_and_mysql(
             "TRADEPIPE_S3_ENDPOINT_URL": s3_endpoint,
             "TRADEPIPE_S3_PREFIX": prefix,
             "TRADEPIPE_DB_URL": mysql_db,
-            "TRADEPIPE_LOCAL_OBJECTS_DIR": str(tmp_path / "must-stay-empty"),
+            "TRADEPIPE_SINK_OBJECTS_DIR": str(tmp_path / "must-stay-empty"),
+            "TRADEPIPE_LOCAL_BROKER": "kafka",
+            "TRADEPIPE_SINK_OBJECTS": "s3",
         }
         args = argparse.Namespace(
             config=None, source=None, symbols=None, db=None, dashboard_listen=None, kafka=None
         )
-        settings, kafka = settings_of(args, env)
-        assert kafka, "an explicit TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS selects real Kafka"
+        settings = settings_of(args, env)
+        assert (settings.local.broker, settings.sink.objects) == ("kafka", "s3")
         stop = asyncio.Event()
         ready: list[Running] = []
         pipeline = asyncio.create_task(serve(settings, stop, Plan(kafka=True), ready.append))
@@ -115,19 +117,33 @@ def test_kafka_is_chosen_by_explicit_configuration(tmp_path: Path) -> None:
         base = dict(config=None, source=None, symbols=None, db=None, dashboard_listen=None)
         return argparse.Namespace(**{**base, "kafka": None, **kw})
 
-    # the default bootstrap value alone does not mean "use Kafka"
-    assert settings_of(ns(), {})[1] is False
-    assert settings_of(ns(kafka=""), {})[1] is True  # --kafka
-    settings, kafka = settings_of(ns(kafka="127.0.0.1:1234"), {})
-    assert kafka and settings.kafka.bootstrap_servers == "127.0.0.1:1234"
-    assert settings_of(ns(), {"TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS": "h:1"})[1] is True
+    # the in-process broker unless local.broker = "kafka": a bootstrap address alone does not
+    # choose Kafka (one key per concept); --kafka sets local.broker, --kafka HOST:PORT also the
+    # address
+    assert settings_of(ns(), {}).local.broker == "memory"
+    only = settings_of(ns(), {"TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS": "h:1"})
+    assert (only.local.broker, only.kafka.bootstrap_servers) == ("memory", "h:1")
+    assert settings_of(ns(kafka=""), {}).local.broker == "kafka"  # --kafka
+    settings = settings_of(ns(kafka="127.0.0.1:1234"), {})
+    assert (settings.local.broker, settings.kafka.bootstrap_servers) == ("kafka", "127.0.0.1:1234")
+    assert settings_of(ns(), {"TRADEPIPE_LOCAL_BROKER": "kafka"}).local.broker == "kafka"
     config = tmp_path / "c.toml"
-    config.write_text('[kafka]\ntopic = "x"\n')
-    assert kafka_configured(str(config), {}) is False
     config.write_text('[kafka]\nbootstrap_servers = "h:9092"\n')
-    assert kafka_configured(str(config), {}) is True
+    assert settings_of(ns(config=str(config)), {}).local.broker == "memory"
+    config.write_text('[local]\nbroker = "kafka"\n')
+    assert settings_of(ns(config=str(config)), {}).local.broker == "kafka"
+    config.write_text('[local]\nbroker = "rabbitmq"\n')
+    refused = r'^local\.broker: expected "memory" \| "kafka", got .rabbitmq.$'
+    with pytest.raises(ConfigError, match=refused):
+        settings_of(ns(config=str(config)), {})
+    # objects: a folder for `run` (RUN_DEFAULTS) unless sink.objects = "s3", which needs a bucket
+    assert settings_of(ns(), {}).sink.objects == "folder"
+    with pytest.raises(ConfigError, match=r"s3\.bucket .*required"):
+        settings_of(ns(), {"TRADEPIPE_SINK_OBJECTS": "s3"})
+    s3 = settings_of(ns(), {"TRADEPIPE_SINK_OBJECTS": "s3", "TRADEPIPE_S3_BUCKET": "b-1"})
+    assert (s3.sink.objects, s3.s3.bucket) == ("s3", "b-1")
     # --source sets both feed URLs
-    settings, _ = settings_of(ns(source="ws://127.0.0.1:9443"), {})
+    settings = settings_of(ns(source="ws://127.0.0.1:9443"), {})
     assert (settings.feed.ws_url, settings.feed.rest_url) == (
         "ws://127.0.0.1:9443",
         "http://127.0.0.1:9443",
@@ -141,8 +157,13 @@ def test_kafka_is_chosen_by_explicit_configuration(tmp_path: Path) -> None:
             source_urls(bad)
     # the defaults: SQLite under ./data, objects under ./data/objects, dashboard on 8050
     s = Settings.load(None, {})
-    assert (s.db.url, s.local.objects_dir, s.dashboard.listen) == (
+    assert (s.db.url, s.sink.objects_dir, s.dashboard.listen) == (
         "sqlite:///./data/tradepipe.db",
         "./data/objects",
         "127.0.0.1:8050",
     )
+    # the daemons' defaults differ from `run`'s only where RUN_DEFAULTS says so
+    run = settings_of(ns(), {})
+    assert (s.sink.grace_seconds, s.sink.objects) == (5.0, "s3")
+    assert (run.sink.grace_seconds, run.sink.objects) == (1.0, "folder")
+    assert run.replace(sink={"grace_seconds": 5.0, "objects": "s3"}) == s

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 from tests.local.helpers import SAMPLES, aggregate_csv, db_texts, trade_count, tradepipe
 
-from tradepipe.config import Settings
+from tradepipe.config import RUN_DEFAULTS, Settings
 from tradepipe.core import MINUTE_MS, Trade, iter_trades, minute_of, parse_key, to_event
 from tradepipe.local.pipeline import Plan, Running, serve
 
@@ -26,7 +26,7 @@ from tradepipe.local.pipeline import Plan, Running, serve
 def run_env(tmp_path: Path) -> dict[str, str]:
     """Everything `run` writes goes under tmp_path; every port is a free one."""
     return {
-        "TRADEPIPE_LOCAL_OBJECTS_DIR": str(tmp_path / "objects"),
+        "TRADEPIPE_SINK_OBJECTS_DIR": str(tmp_path / "objects"),
         "TRADEPIPE_METRICS_LISTEN": "127.0.0.1:0",
         "TRADEPIPE_FEED_QUARANTINE_PATH": str(tmp_path / "quarantine.ndjson"),
         "TRADEPIPE_FEED_STATE_PATH": str(tmp_path / "producer-state.json"),
@@ -120,8 +120,8 @@ async def test_rows_within_3_seconds_of_the_minute_close(tmp_path: Path) -> None
         settings = Settings.load(None, {
             **run_env(tmp_path), "TRADEPIPE_DB_URL": f"sqlite:///{db}",
             "TRADEPIPE_FEED_WS_URL": ws, "TRADEPIPE_FEED_REST_URL": ws.replace("ws://", "http://"),
-        })  # fmt: skip
-        assert settings.local.grace_seconds == 1.0
+        }, defaults=RUN_DEFAULTS)  # fmt: skip
+        assert (settings.sink.grace_seconds, settings.sink.objects) == (1.0, "folder")
         stop = asyncio.Event()
         ready: list[Running] = []
         pipeline = asyncio.create_task(serve(settings, stop, Plan(dashboard=False), ready.append))

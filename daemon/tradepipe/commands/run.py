@@ -2,12 +2,14 @@
 
 The whole pipeline in one process (see :mod:`tradepipe.local.pipeline`): the live Binance feed by
 default, or ``--source`` (e.g. ``tradepipe replay``: its REST API is then at http://HOST:PORT)
--> in-process broker -> minute objects under ``local.objects_dir`` -> ``db.url`` (SQLite by
+-> in-process broker -> minute objects under ``sink.objects_dir`` -> ``db.url`` (SQLite by
 default, migrated automatically) -> the dashboard on ``dashboard.listen``.
 
-Real components by configuration: ``kafka.bootstrap_servers`` set in the file or the
-environment (or ``--kafka``) -> Kafka; ``s3.bucket`` (+ ``s3.endpoint_url``) -> S3;
-``db.url = mysql://...`` -> MySQL.
+Real components by configuration, one explicit key each: ``local.broker = "kafka"`` (or
+``--kafka [HOST:PORT]``) -> Kafka at ``kafka.bootstrap_servers``; ``sink.objects = "s3"`` -> S3
+(``s3.bucket``, ``s3.endpoint_url``); ``db.url = mysql://...`` -> MySQL. The settings are loaded
+on :data:`~tradepipe.config.RUN_DEFAULTS` (sink grace 1 s, objects in a folder), then the file,
+the environment and the command line.
 
 Exit status: 0 after a clean stop (Ctrl-C / SIGTERM: everything accepted is flushed through),
 1 a stage failed or could not flush, 2 unusable arguments or configuration.
@@ -20,16 +22,13 @@ import asyncio
 import os
 import signal
 import sys
-import tomllib
 from collections.abc import Mapping
-from pathlib import Path
 from urllib.parse import urlsplit
 
-from tradepipe.config import ConfigError, Settings
+from tradepipe.config import RUN_DEFAULTS, ConfigError, Settings, redact, require_objects_target
 
 HELP = "the whole pipeline locally, on embedded defaults"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-KAFKA_ENV = "TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         const="",
         metavar="HOST:PORT",
-        help="use real Kafka instead of the in-process broker (default: kafka.bootstrap_servers)",
+        help="use real Kafka instead of the in-process broker: local.broker = kafka "
+        "(HOST:PORT sets kafka.bootstrap_servers)",
     )
     add("--symbols", metavar="LIST", help="comma-separated symbols (feed.symbols)")
     add("--db", metavar="URL", help="sqlite:///PATH or mysql://user:password@host:port/db (db.url)")
@@ -63,20 +63,9 @@ def source_urls(source: str) -> tuple[str, str]:
     return f"{parts.scheme}://{parts.netloc}", f"{rest}://{parts.netloc}"
 
 
-def kafka_configured(config: str | None, environ: Mapping[str, str]) -> bool:
-    """Was ``kafka.bootstrap_servers`` given explicitly (environment or config file)?"""
-    if environ.get(KAFKA_ENV, "").strip():
-        return True
-    if config is None:
-        return False
-    data = tomllib.loads(Path(config).read_text(encoding="utf-8"))  # already validated
-    kafka = data.get("kafka", {})
-    return isinstance(kafka, dict) and "bootstrap_servers" in kafka
-
-
-def settings_of(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Settings, bool]:
-    """The configuration with the command line's overrides, validated like the file; and
-    whether real Kafka was asked for."""
+def settings_of(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """:data:`RUN_DEFAULTS`, the file, the environment, then the command line (it sets the
+    same keys as the environment would), validated like the file."""
     env = dict(environ)
     if args.source:
         env["TRADEPIPE_FEED_WS_URL"], env["TRADEPIPE_FEED_REST_URL"] = source_urls(args.source)
@@ -86,15 +75,18 @@ def settings_of(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[S
         env["TRADEPIPE_DB_URL"] = args.db
     if args.dashboard_listen:
         env["TRADEPIPE_DASHBOARD_LISTEN"] = args.dashboard_listen
+    if args.kafka is not None:
+        env["TRADEPIPE_LOCAL_BROKER"] = "kafka"
     if args.kafka:
-        env[KAFKA_ENV] = args.kafka
-    settings = Settings.load(args.config, env)
-    return settings, args.kafka is not None or kafka_configured(args.config, env)
+        env["TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS"] = args.kafka
+    settings = Settings.load(args.config, env, defaults=RUN_DEFAULTS)
+    require_objects_target(settings)
+    return settings
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        settings, kafka = settings_of(args, os.environ)
+        settings = settings_of(args, os.environ)
         from tradepipe.store import DbUrlError, parse_db_url
 
         try:
@@ -102,13 +94,13 @@ def run(args: argparse.Namespace) -> int:
         except DbUrlError as exc:
             raise ConfigError(f"db.url: {exc}") from None
     except ConfigError as exc:
-        print(f"tradepipe run: {exc}", file=sys.stderr)
+        print(f"tradepipe run: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     from tradepipe.local.pipeline import Plan, Running, serve
     from tradepipe.observability import configure_logging
 
     configure_logging(settings.log.level)
-    plan = Plan(kafka=kafka, dashboard=not args.no_dashboard)
+    plan = Plan(kafka=settings.local.broker == "kafka", dashboard=not args.no_dashboard)
 
     def ready(running: Running) -> None:
         if running.dashboard is not None:

@@ -13,7 +13,7 @@ import sys
 
 import structlog
 
-from tradepipe.config import ConfigError, Settings
+from tradepipe.config import ConfigError, Settings, require_objects_target
 
 HELP = "built-in Kafka -> S3 minute objects (alternative to Vector)"
 EXIT_CONFIG = 2
@@ -26,11 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.load(args.config, os.environ)
-        if not settings.s3.bucket and not settings.sink.local_dir:
-            raise ConfigError(
-                "s3.bucket (TRADEPIPE_S3_BUCKET) is required for `tradepipe sink` "
-                "(or sink.local_dir to write to a folder)"
-            )
+        require_objects_target(settings)
     except ConfigError as exc:
         print(f"tradepipe sink: {exc}", file=sys.stderr)
         return EXIT_CONFIG

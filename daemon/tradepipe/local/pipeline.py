@@ -6,9 +6,11 @@
       -> upsert into trade_minutes: SQLite | MySQL   local.loader -> tradepipe.store
       -> dashboard                                   tradepipe.dashboard
 
-Each stand-in is swapped for the real component by configuration alone (:class:`Plan`):
-``kafka.bootstrap_servers`` given explicitly -> Kafka; ``s3.bucket`` -> S3 (``s3.endpoint_url``
-for S3-compatible servers); ``db.url = mysql://...`` -> MySQL.
+Each stand-in is swapped for the real component by configuration alone, one explicit key each:
+``local.broker = "kafka"`` -> Kafka (:class:`Plan`); ``sink.objects = "s3"`` -> S3
+(``s3.endpoint_url`` for S3-compatible servers); ``db.url = mysql://...`` -> MySQL. The command
+loads the settings on :data:`tradepipe.config.RUN_DEFAULTS` (sink grace 1 s, objects in
+``sink.objects_dir``).
 
 Lifecycle (:func:`serve`): migrate the database -> start the dashboard -> run the stages in one
 ``TaskGroup`` until ``stop`` is set -> shut down in pipeline order, so nothing accepted is lost:
@@ -65,8 +67,8 @@ class Plan:
             "broker": f"kafka {settings.kafka.bootstrap_servers}" if self.kafka else "in-process",
             "objects": f"s3://{s3.bucket}/{s3.prefix}"
             + (f" at {s3.endpoint_url}" if s3.endpoint_url else "")
-            if s3.bucket
-            else settings.local.objects_dir,
+            if settings.sink.objects == "s3"
+            else settings.sink.objects_dir,
             "db": str(parse_db_url(settings.db.url)),
         }
 
@@ -94,11 +96,11 @@ def migrate_db(url: str) -> list[str]:
 @asynccontextmanager
 async def open_objects(settings: Settings) -> AsyncIterator[ObjectWriter]:
     s3 = settings.s3
-    if s3.bucket:
+    if settings.sink.objects == "s3":
         async with S3Writer.open(s3.bucket, s3.endpoint_url, s3.region) as writer:
             yield writer
     else:
-        yield LocalWriter(settings.local.objects_dir)
+        yield LocalWriter(settings.sink.objects_dir)
 
 
 async def serve(
@@ -109,7 +111,6 @@ async def serve(
 ) -> int:
     """Run the pipeline until ``stop`` is set; returns the exit status (0 after a clean stop)."""
     plan = plan or Plan()
-    settings = settings.replace(sink={"grace_seconds": settings.local.grace_seconds})
     applied = await asyncio.to_thread(migrate_db, settings.db.url)
     log.info("starting", migrations_applied=applied, **plan.describe(settings))
     registry = CollectorRegistry()

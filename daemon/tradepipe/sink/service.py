@@ -249,8 +249,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 @asynccontextmanager
 async def open_writer(settings: Settings) -> AsyncIterator[ObjectWriter]:
-    if settings.sink.local_dir:
-        yield LocalWriter(settings.sink.local_dir)
+    if settings.sink.objects == "folder":
+        yield LocalWriter(settings.sink.objects_dir)
         return
     async with S3Writer.open(
         settings.s3.bucket, settings.s3.endpoint_url, settings.s3.region
@@ -304,7 +304,9 @@ async def run(
             topic=kafka.topic,
             group=kafka.group_id,
             metrics=server.url,
-            target=settings.sink.local_dir or f"s3://{settings.s3.bucket}/{settings.s3.prefix}",
+            target=settings.sink.objects_dir
+            if settings.sink.objects == "folder"
+            else f"s3://{settings.s3.bucket}/{settings.s3.prefix}",
         )
         notifier.ready(status=f"consuming {kafka.topic}")
         async with asyncio.TaskGroup() as tg:
