@@ -215,8 +215,9 @@ async def test_six_abrupt_drops_over_a_tape_lose_nothing(
             await asyncio.wait_for(run.emu.finished.wait(), 30)
             # the last drop can fall at the very end of the tape: its reconnect (and with it the
             # REST catch-up of the last trades) comes after the emulator finished
+            drops = len(points)
             await _until(
-                lambda p=p, n=len(points): _metric(p, "tradepipe_ws_reconnects_total") >= n, 10.0
+                lambda p=p, n=drops: _metric(p, "tradepipe_ws_reconnects_total") >= n, 10.0
             )
             await _all_acked(run, tape)
             status = await _stopped(run)
