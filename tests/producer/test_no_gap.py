@@ -236,6 +236,15 @@ async def test_six_abrupt_drops_over_a_tape_lose_nothing(
 # ------------------------------------------------------------------------------ REST faults
 
 
+def _rest_statuses(p: Producer) -> dict[str, float]:
+    return {
+        s.labels["status"]: s.value
+        for m in p.metrics.registry.collect()
+        for s in m.samples
+        if s.name == "tradepipe_rest_requests_total"
+    }
+
+
 async def test_rest_403_5xx_and_lagging_then_recovering_gives_up_nothing(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -245,14 +254,17 @@ async def test_rest_403_5xx_and_lagging_then_recovering_gives_up_nothing(
     async with running(
         tape, kafka_bootstrap, tmp_path, speed=1.0, backfill_give_up_seconds=20.0
     ) as run:
-        emu = run.emu
+        emu, p = run.emu, run.producer
         await asyncio.wait_for(emu.wait_published(len(tape.trades) // 4), 30)
-        emu.rest.fail(403, 1.0)
+        # each phase lasts until the backfill has met it at least once (a fixed second could
+        # fall entirely inside one of its backoff waits on a loaded machine)
+        emu.rest.fail(403, 15.0)
         emu.drop_connections()
         emu.refuse_connections(0.5)
-        await asyncio.sleep(1.0)
-        emu.rest.fail(503, 1.0)
-        await asyncio.sleep(1.0)
+        await _until(lambda p=p: _rest_statuses(p).get("403", 0) > 0, 10.0)
+        emu.rest.fail(503, 15.0)
+        await _until(lambda p=p: _rest_statuses(p).get("503", 0) > 0, 10.0)
+        emu.rest.fail(503, 0.0)  # over: REST answers again
         emu.rest.lag(1.5)  # REST shows nothing newer than now: empty pages for what follows
         emu.drop_connections()
         emu.refuse_connections(0.5)
@@ -260,15 +272,9 @@ async def test_rest_403_5xx_and_lagging_then_recovering_gives_up_nothing(
         await _all_acked(run, tape)
         status = await _stopped(run)
         records = await read_topic(kafka_bootstrap, run.topic, len(tape.trades), 15)
-        p = run.producer
         unfilled = _metric_total(p, "tradepipe_gap_unfilled_trades_total")
         abandoned = _metric_total(p, "tradepipe_catch_ups_abandoned_total")
-        statuses = {
-            s.labels["status"]: s.value
-            for m in p.metrics.registry.collect()
-            for s in m.samples
-            if s.name == "tradepipe_rest_requests_total"
-        }
+        statuses = _rest_statuses(p)
     assert_exactly_once_in_order(records, tape)
     assert status == 0
     assert unfilled == 0 and abandoned == 0
