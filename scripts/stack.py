@@ -14,7 +14,9 @@ Rules this script keeps:
 1. Everything lives under ``STACK_DIR`` (default ``.stack/`` in the repository): one folder per
    component with its data, rendered configuration and log.
 2. A process is ours only if its environment carries mirakuru's marker variable
-   (``mirakuru_uuid``) set to the component's marker, ``tradepipe-stack <name> <folder>``.
+   (``mirakuru_uuid``) set to the component's marker, ``tradepipe-stack <name> <key>`` where
+   the key spells a hash of the component's folder in letters (mirakuru's exit hook in any
+   interpreter kills processes whose marker *contains* that interpreter's pid: no digits).
    mirakuru marks every process it starts with that variable (children inherit it); we fix its
    value per component instead of per interpreter, because the servers outlive the ``up`` that
    started them: a later ``down``, ``stop`` or ``status`` finds them by it, and signals nothing
@@ -173,6 +175,9 @@ class Server(Executor):
         self.process = None
 
 
+_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+
+
 @dataclass
 class Component:
     """One managed server: how to prepare, start, probe and identify it."""
@@ -195,8 +200,10 @@ class Component:
 
     @property
     def marker(self) -> str:
-        """The value of ``mirakuru_uuid`` in the environment of every process we start for it."""
-        return f"tradepipe-stack {self.name} {self.dir}"
+        """The value of ``mirakuru_uuid`` in the environment of every process we start for it
+        (rule 2: one per folder, without digits)."""
+        digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:20]
+        return f"tradepipe-stack {self.name} {digest.translate(_LETTERS)}"
 
     def processes(self) -> list[psutil.Process]:
         """Our running processes (rule 2): those whose environment carries our marker.
