@@ -64,7 +64,7 @@ from urllib.parse import urlsplit
 
 try:
     import psutil
-    from mirakuru import AlreadyRunning, Executor, ProcessExitedWithError, TimeoutExpired
+    from mirakuru import Executor, ProcessExitedWithError, SimpleExecutor, TimeoutExpired
     from mirakuru.base import ENV_UUID, cleanup_subprocesses
 except ImportError as exc:  # not the virtualenv's Python
     sys.exit(f"stack: error: {exc}: run `make venv` first (scripts/stack uses .venv/bin/python)")
@@ -159,9 +159,10 @@ class Server(Executor):
         self._uuid = comp.marker  # the value of mirakuru's ENV_UUID variable for this process
         self.comp = comp
         self.why: str | None = "not probed"
+        self.launched = time.monotonic()
 
     def pre_start_check(self) -> bool:
-        """A port already taken means someone else's server: mirakuru raises AlreadyRunning."""
+        """A port already taken means someone else's server (rule 2: not ours)."""
         return any(_port_open(port) for port in (self.comp.port, *self.comp.extra_ports))
 
     def after_start_check(self) -> bool:
@@ -222,46 +223,60 @@ class Component:
 
     def start(self) -> None:
         """Start (or keep) the server and wait until it answers."""
-        if (pid := self.pid()) is not None:
-            self._wait_running(pid)
-        else:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self.prepare()
-            self._start_new()
-        self.after_ready()
+        self.finish(self.launch())
 
-    def _start_new(self) -> None:
-        with self.log_file.open("ab") as out:
+    def launch(self) -> Server | None:
+        """Prepare and start the server without waiting for it (None if it already runs):
+        ``up`` launches every component, then waits for each, so they boot side by side."""
+        if self.pid() is not None:
+            return None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        with self.log_file.open("ab") as out:  # the child has its own descriptor
             server = Server(self, out)
-            shown = " ".join(a if len(a) < 300 else a[:60] + "..." for a in server.command_parts)
-            out.write(f"\n=== {time.strftime('%F %T')} {shown}\n".encode())
-            out.flush()
-            started = time.monotonic()
-            try:
-                server.start()
-            except AlreadyRunning:
+            if server.pre_start_check():  # what mirakuru's Executor.start checks first
                 ports = [p for p in (self.port, *self.extra_ports) if _port_open(p)]
                 raise StackError(
                     f"{self.name}: port {', '.join(map(str, ports))} is already in use by a "
                     "process this script did not start; stop it or choose another port "
                     "(see README, Local stack)"
-                ) from None
-            except ProcessExitedWithError as exc:
+                )
+            shown = " ".join(a if len(a) < 300 else a[:60] + "..." for a in server.command_parts)
+            out.write(f"\n=== {time.strftime('%F %T')} {shown}\n".encode())
+            out.flush()
+            SimpleExecutor.start(server)  # Popen in its own session; the start timeout begins
+        return server
+
+    def finish(self, server: Server | None) -> None:
+        """Wait until the launched server (or the one already running) answers."""
+        if server is None:
+            if (pid := self.pid()) is None:
                 raise StackError(
-                    f"{self.name}: the server exited with status {exc.exit_code} before it was "
-                    f"ready; last log lines:\n{_tail(self.log_file)}"
-                ) from None
-            except TimeoutExpired:  # mirakuru has killed it
-                raise StackError(
-                    f"{self.name}: not ready after {TIMEOUT:.0f}s ({server.why}), killed; "
-                    f"last log lines:\n{_tail(self.log_file)}"
-                ) from None
-            pid = server.process.pid if server.process is not None else 0
-            server.detach()
+                    f"{self.name}: its running server exited; last log lines:\n"
+                    + _tail(self.log_file)
+                )
+            self._wait_running(pid)
+            self.after_ready()
+            return
+        try:
+            server.wait_for(server.check_subprocess)  # the rest of Executor.start
+        except ProcessExitedWithError as exc:
+            raise StackError(
+                f"{self.name}: the server exited with status {exc.exit_code} before it was "
+                f"ready; last log lines:\n{_tail(self.log_file)}"
+            ) from None
+        except TimeoutExpired:  # mirakuru has killed it
+            raise StackError(
+                f"{self.name}: not ready after {TIMEOUT:.0f}s ({server.why}), killed; "
+                f"last log lines:\n{_tail(self.log_file)}"
+            ) from None
+        pid = server.process.pid if server.process is not None else 0
+        server.detach()
         log(
             f"{self.name}: started pid {pid} on {HOST}:{self.port}, ready after "
-            f"{time.monotonic() - started:.1f}s, log {self.log_file}"
+            f"{time.monotonic() - server.launched:.1f}s, log {self.log_file}"
         )
+        self.after_ready()
 
     def _wait_running(self, pid: int) -> None:
         """A server from an earlier ``up`` (maybe still starting): wait until it answers."""
@@ -703,6 +718,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         HOLDS.mkdir(parents=True, exist_ok=True)
         owner = str(args.hold_pid or os.getppid()) if args.hold else "manual"
         (HOLDS / (args.hold or "manual")).write_text(owner + "\n")
+        launched: list[tuple[Component, Server | None]] = []
         for name in names:
             comp = STACK[name]
             if external(name):
@@ -713,7 +729,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             if args.fresh and comp.pid() is None:
                 for sub in ("data",):
                     shutil.rmtree(comp.dir / sub, ignore_errors=True)
-            comp.start()
+            launched.append((comp, comp.launch()))
+        for comp, server in launched:
+            comp.finish(server)
         write_env()
     log(f"env: {ENV_FILE}")
     return 0
