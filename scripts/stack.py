@@ -812,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/stack",
         description="Local Kafka (KRaft), MariaDB and S3 (moto) on 127.0.0.1 for tests. "
-        "Data, logs and pid files under .stack/. See README, 'Local stack'.",
+        "Data and logs under .stack/. See README, 'Local stack'.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     comp: dict[str, Any] = {
