@@ -11,7 +11,8 @@
 #   make fuzz         the parser's coverage-guided fuzz target (atheris) for FUZZ_SECONDS (600);
 #                     corpus kept in fuzz/corpus/, crashing inputs in fuzz/ (make test runs
 #                     it for 20 s: tests/fuzz)
-#   make stack-up     start Kafka, MariaDB and S3 on 127.0.0.1 (scripts/stack, README "Local stack")
+#   make stack-up     start Kafka, MariaDB and S3 on 127.0.0.1 (scripts/stack, README "Local stack";
+#                     it runs on the venv's Python, so venv first)
 #   make stack-down   stop them
 #   make lambda-zip   dist/lambda.zip for AWS Lambda (handler.handler; README "The Lambda: deployment")
 #   make demo         replay the shipped sample through `tradepipe run` (broker, objects, SQLite,
@@ -88,13 +89,13 @@ test: venv test-deps
 	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed" >&2; exit 1; fi; \
 	echo "make test: ruff, mypy and pytest passed"
 
-stack-up:
+stack-up: venv
 	scripts/stack up
 
-stack-down:
+stack-down: venv
 	scripts/stack down
 
-stack-status:
+stack-status: venv
 	scripts/stack status
 
 demo: venv

@@ -1,24 +1,37 @@
 """The local test stack: Apache Kafka (KRaft), MariaDB and an S3 server (moto), on loopback.
 
-Run it through the ``scripts/stack`` wrapper; ``scripts/stack --help`` lists the commands.
-Standard library only, so it runs on any Python 3.11 before the virtualenv exists (only
-moto comes from ``.venv``).
+Run it through the ``scripts/stack`` wrapper (it uses the virtualenv's Python: ``make venv``
+first); ``scripts/stack --help`` lists the commands. What this script knows is the project's:
+how each server is prepared and configured, which ports, ``.stack/env``, holds. Starting,
+waiting and stopping is done by libraries: mirakuru's :class:`~mirakuru.Executor` starts a
+server in its own session, polls its readiness check with a start timeout, and raises
+``ProcessExitedWithError`` / ``TimeoutExpired`` (after killing it); psutil finds and stops the
+servers in later runs. Readiness is asked with the project's own clients (aiokafka's admin
+client, pymysql, boto3), never a hand-written protocol.
 
 Rules this script keeps:
 
 1. Everything lives under ``STACK_DIR`` (default ``.stack/`` in the repository): one folder per
-   component with its data, rendered configuration, log and pid file.
-2. A process is ours only if its pid file says so *and* its command line carries the marker we
-   started it with; ``down`` and ``stop`` signal nothing else. A stale pid file is removed.
-3. A component is "up" only once it answered a real request: a Kafka Metadata request that lists
-   the broker, a SQL query as the test user, an HTTP request that lists the test bucket.
+   component with its data, rendered configuration and log.
+2. A process is ours only if its environment carries mirakuru's marker variable
+   (``mirakuru_uuid``) set to the component's marker, ``tradepipe-stack <name> <key>`` where
+   the key spells a hash of the component's folder in letters (mirakuru's exit hook in any
+   interpreter kills processes whose marker *contains* that interpreter's pid: no digits).
+   mirakuru marks every process it starts with that variable (children inherit it); we fix its
+   value per component instead of per interpreter, because the servers outlive the ``up`` that
+   started them: a later ``down``, ``stop`` or ``status`` finds them by it, and signals nothing
+   else. (mirakuru's own exit hook, which kills what this interpreter started, is therefore
+   unregistered, and the started executor lets go of its process.)
+3. A component is "up" only once it answered a real request: aiokafka's admin client lists the
+   broker and finds a group coordinator (so ``__consumer_offsets`` exists and consumer groups
+   in tests join at once), ``SELECT 1`` as the test user, an S3 ``ListBuckets``.
 4. ``stop`` keeps the data and ``start`` reuses it with the same port, so fault tests can kill a
    component and bring it back while the others keep running.
 5. A component whose ``TRADEPIPE_TEST_*`` variable is set is external: never started or stopped,
    only checked for reachability (TCP) and copied into ``.stack/env``.
 6. Holds: ``up --hold TOKEN --hold-pid PID`` records who needs the stack; ``down --release TOKEN``
    stops it only when no other live hold (or a manual ``up``) remains, so two ``make test`` runs
-   in one tree do not pull the stack from under each other.
+   in one tree do not pull the stack from under each other. A hold whose pid is gone is dropped.
 """
 
 # ruff: noqa: S603, S607  -- starting the components as subprocesses is this script's job
@@ -26,16 +39,18 @@ Rules this script keeps:
 from __future__ import annotations
 
 import argparse
+import asyncio
+import atexit
 import base64
 import contextlib
 import fcntl
+import functools
 import hashlib
-import http.client
+import logging
 import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -44,7 +59,25 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+try:
+    import psutil
+    from mirakuru import Executor, ProcessExitedWithError, SimpleExecutor, TimeoutExpired
+    from mirakuru.base import ENV_UUID, cleanup_subprocesses
+except ImportError as exc:  # not the virtualenv's Python
+    sys.exit(f"stack: error: {exc}: run `make venv` first (scripts/stack uses .venv/bin/python)")
+
+if TYPE_CHECKING:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+# Rule 2: the servers must outlive this process; mirakuru would SIGKILL them at exit.
+atexit.unregister(cleanup_subprocesses)
+# The clients log connection failures while a server starts; the probe reports them instead.
+for _name in ("aiokafka", "botocore"):
+    logging.getLogger(_name).addHandler(logging.NullHandler())
+    logging.getLogger(_name).propagate = False
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK_DIR = Path(os.environ.get("STACK_DIR", ROOT / ".stack")).resolve()
@@ -82,24 +115,19 @@ def log(msg: str) -> None:
 # processes
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as dead; our own children are reaped)."""
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
+def _alive(proc: psutil.Process) -> bool:
+    """True while ``proc`` runs; a zombie counts as dead (its parent may never reap it)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _cmdline(pid: int) -> str:
+def _pid_alive(pid: int) -> bool:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
+        return _alive(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _port_open(port: int, timeout: float = 0.5) -> bool:
@@ -110,17 +138,45 @@ def _port_open(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def _wait_port_free(port: int, deadline: float) -> None:
-    while _port_open(port) and time.monotonic() < deadline:
-        time.sleep(0.2)
-
-
 def _tail(path: Path, lines: int = 40) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
     except OSError:
         return "(no log)"
     return "\n".join(text[-lines:])
+
+
+class Server(Executor):
+    """One component's server as mirakuru runs it: its own session (mirakuru's ``setsid``),
+    output appended to the component's log, marked with the component's marker (rule 2), and
+    started once ``probe`` answers (rule 3) within ``STACK_TIMEOUT`` seconds."""
+
+    def __init__(self, comp: Component, out: IO[bytes]) -> None:
+        super().__init__(
+            comp.command(), cwd=str(comp.dir), timeout=TIMEOUT, sleep=0.2,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self._uuid = comp.marker  # the value of mirakuru's ENV_UUID variable for this process
+        self.comp = comp
+        self.why: str | None = "not probed"
+        self.launched = time.monotonic()
+
+    def pre_start_check(self) -> bool:
+        """A port already taken means someone else's server (rule 2: not ours)."""
+        return any(_port_open(port) for port in (self.comp.port, *self.comp.extra_ports))
+
+    def after_start_check(self) -> bool:
+        if self.process is not None and self.process.poll() == 0:  # mirakuru stops on exit != 0
+            raise ProcessExitedWithError(self, 0)
+        self.why = self.comp.probe()
+        return self.why is None
+
+    def detach(self) -> None:
+        """Let go of the started process, so that neither ``__del__`` nor an exit kills it."""
+        self.process = None
+
+
+_LETTERS = str.maketrans("0123456789", "ghijklmnop")
 
 
 @dataclass
@@ -140,195 +196,136 @@ class Component:
         return STACK_DIR / self.name
 
     @property
-    def pid_file(self) -> Path:
-        return self.dir / "pid"
-
-    @property
     def log_file(self) -> Path:
         return self.dir / f"{self.name}.log"
 
     @property
     def marker(self) -> str:
-        """A string on the command line of every process we start for this component."""
-        return str(self.dir)
+        """The value of ``mirakuru_uuid`` in the environment of every process we start for it
+        (rule 2: one per folder, without digits)."""
+        digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:20]
+        return f"tradepipe-stack {self.name} {digest.translate(_LETTERS)}"
+
+    def processes(self) -> list[psutil.Process]:
+        """Our running processes (rule 2): those whose environment carries our marker.
+        Processes whose environment we may not read (other users') are not ours."""
+        found = []
+        for proc in psutil.process_iter(["environ"], ad_value=None):
+            environ = proc.info["environ"]
+            if environ and environ.get(ENV_UUID) == self.marker and _alive(proc):
+                found.append(proc)
+        return found
 
     def pid(self) -> int | None:
-        """Our running process, or None (removing a stale pid file)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        if _alive(pid) and self.marker in _cmdline(pid):
-            return pid
-        self.pid_file.unlink(missing_ok=True)
-        return None
+        """The server's main process (the first one started with our marker), or None."""
+        first = min(self.processes(), key=lambda p: (p.create_time(), p.pid), default=None)
+        return None if first is None else first.pid
 
     def start(self) -> None:
         """Start (or keep) the server and wait until it answers."""
-        pid = self.pid()
-        if pid is None:
-            for port in (self.port, *self.extra_ports):
-                if _port_open(port):
-                    raise StackError(
-                        f"{self.name}: port {port} is already in use by a process this script "
-                        f"did not start; stop it or choose another port (see README, Local stack)"
-                    )
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self.prepare()
-            cmd = self.command()
-            with self.log_file.open("ab") as out:
-                shown = " ".join(a if len(a) < 300 else a[:60] + "..." for a in cmd)
-                out.write(f"\n=== {time.strftime('%F %T')} {shown}\n".encode())
-                out.flush()
-                proc = subprocess.Popen(
-                    cmd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.dir,
-                    start_new_session=True,
+        self.finish(self.launch())
+
+    def launch(self) -> Server | None:
+        """Prepare and start the server without waiting for it (None if it already runs):
+        ``up`` launches every component, then waits for each, so they boot side by side."""
+        if self.pid() is not None:
+            return None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        with self.log_file.open("ab") as out:  # the child has its own descriptor
+            server = Server(self, out)
+            if server.pre_start_check():  # what mirakuru's Executor.start checks first
+                ports = [p for p in (self.port, *self.extra_ports) if _port_open(p)]
+                raise StackError(
+                    f"{self.name}: port {', '.join(map(str, ports))} is already in use by a "
+                    "process this script did not start; stop it or choose another port "
+                    "(see README, Local stack)"
                 )
-            pid = proc.pid
-            self.pid_file.write_text(f"{pid}\n")
-            log(f"{self.name}: started pid {pid} on {HOST}:{self.port}, log {self.log_file}")
-        self.wait_ready(pid)
+            shown = " ".join(a if len(a) < 300 else a[:60] + "..." for a in server.command_parts)
+            out.write(f"\n=== {time.strftime('%F %T')} {shown}\n".encode())
+            out.flush()
+            SimpleExecutor.start(server)  # Popen in its own session; the start timeout begins
+        return server
+
+    def finish(self, server: Server | None) -> None:
+        """Wait until the launched server (or the one already running) answers."""
+        if server is None:
+            if (pid := self.pid()) is None:
+                raise StackError(
+                    f"{self.name}: its running server exited; last log lines:\n"
+                    + _tail(self.log_file)
+                )
+            self._wait_running(pid)
+            self.after_ready()
+            return
+        try:
+            server.wait_for(server.check_subprocess)  # the rest of Executor.start
+        except ProcessExitedWithError as exc:
+            raise StackError(
+                f"{self.name}: the server exited with status {exc.exit_code} before it was "
+                f"ready; last log lines:\n{_tail(self.log_file)}"
+            ) from None
+        except TimeoutExpired:  # mirakuru has killed it
+            raise StackError(
+                f"{self.name}: not ready after {TIMEOUT:.0f}s ({server.why}), killed; "
+                f"last log lines:\n{_tail(self.log_file)}"
+            ) from None
+        pid = server.process.pid if server.process is not None else 0
+        server.detach()
+        log(
+            f"{self.name}: started pid {pid} on {HOST}:{self.port}, ready after "
+            f"{time.monotonic() - server.launched:.1f}s, log {self.log_file}"
+        )
         self.after_ready()
 
-    def wait_ready(self, pid: int) -> None:
+    def _wait_running(self, pid: int) -> None:
+        """A server from an earlier ``up`` (maybe still starting): wait until it answers."""
         deadline = time.monotonic() + TIMEOUT
-        started = time.monotonic()
-        why: str | None = "not probed"
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                self.pid_file.unlink(missing_ok=True)
+        while (why := self.probe()) is not None:
+            if not _pid_alive(pid):
                 raise StackError(
                     f"{self.name}: process {pid} exited before it was ready; last log lines:\n"
                     + _tail(self.log_file)
                 )
-            why = self.probe()
-            if why is None:
-                log(f"{self.name}: ready after {time.monotonic() - started:.1f}s")
-                return
+            if time.monotonic() > deadline:
+                raise StackError(f"{self.name}: pid {pid} not ready after {TIMEOUT:.0f}s ({why})")
             time.sleep(0.3)
-        raise StackError(
-            f"{self.name}: not ready after {TIMEOUT:.0f}s ({why}); last log lines:\n"
-            + _tail(self.log_file)
-        )
 
     def stop(self, *, kill: bool = False, grace: float = 60.0) -> bool:
-        """Stop our process (SIGTERM, SIGKILL after ``grace`` s); False if none was running."""
-        pid = self.pid()
-        if pid is None:
+        """Stop our processes (SIGTERM, SIGKILL after ``grace`` s); False if none was running."""
+        procs = self.processes()
+        if not procs:
             return False
-        sig = signal.SIGKILL if kill else signal.SIGTERM
-        # We started it as a session leader: signal the whole group (helpers included).
-        group = os.getpgid(pid) == pid
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, sig) if group else os.kill(pid, sig)
-        deadline = time.monotonic() + grace
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                log(f"{self.name}: pid {pid} ignored SIGTERM for {grace:.0f}s, killing")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL) if group else os.kill(pid, signal.SIGKILL)
-                deadline = time.monotonic() + 10
+        pid = self.pid()
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        if alive := _wait_gone(procs, grace):
+            log(f"{self.name}: pid {pid} ignored SIGTERM for {grace:.0f}s, killing")
+            for proc in alive:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
+            if alive := _wait_gone(alive, 10):
+                raise StackError(f"{self.name}: {[p.pid for p in alive]} survived SIGKILL")
+        deadline = time.monotonic() + 10
+        while _port_open(self.port) and time.monotonic() < deadline:
             time.sleep(0.1)
-        self.pid_file.unlink(missing_ok=True)
-        _wait_port_free(self.port, time.monotonic() + 10)
         log(f"{self.name}: stopped pid {pid}" + (" (SIGKILL)" if kill else ""))
         return True
 
 
+def _wait_gone(procs: list[psutil.Process], seconds: float) -> list[psutil.Process]:
+    """Those of ``procs`` still alive after up to ``seconds`` (zombies count as gone)."""
+    deadline = time.monotonic() + seconds
+    alive = [p for p in procs if _alive(p)]
+    while alive and time.monotonic() < deadline:
+        _, still = psutil.wait_procs(alive, timeout=0.1)
+        alive = [p for p in still if _alive(p)]
+    return alive
+
+
 # --------------------------------------------------------------------------------------------
 # Kafka
-
-
-def _kafka_request(port: int, api_key: int, version: int, body: bytes) -> bytes:
-    """One request/response on a fresh connection (request header v1, response header v0)."""
-    client = b"tradepipe-stack"
-    header = struct.pack(">hhih", api_key, version, 1, len(client)) + client
-    payload = header + body
-    with socket.create_connection((HOST, port), timeout=3) as sock:
-        sock.sendall(struct.pack(">i", len(payload)) + payload)
-        size = struct.unpack(">i", _recv_exact(sock, 4))[0]
-        data = _recv_exact(sock, size)
-    return data[4:]  # drop correlation id
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed by broker")
-        buf += chunk
-    return buf
-
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
-
-    def take(self, fmt: str) -> int:
-        (value,) = struct.unpack_from(fmt, self.data, self.pos)
-        self.pos += struct.calcsize(fmt)
-        return int(value)
-
-    def string(self) -> str | None:
-        n = self.take(">h")
-        if n < 0:
-            return None
-        s = self.data[self.pos : self.pos + n].decode()
-        self.pos += n
-        return s
-
-    def ints(self) -> list[int]:
-        return [self.take(">i") for _ in range(max(self.take(">i"), 0))]
-
-
-def kafka_metadata(port: int) -> tuple[list[str], list[str]]:
-    """Brokers (host:port) and topic names, from ApiVersions + a Metadata request (v4..v8)."""
-    r = _Reader(_kafka_request(port, 18, 0, b""))
-    if (err := r.take(">h")) != 0:
-        raise ConnectionError(f"ApiVersions error {err}")
-    versions = {}
-    for _ in range(r.take(">i")):
-        key, low, high = r.take(">h"), r.take(">h"), r.take(">h")
-        versions[key] = (low, high)
-    low, high = versions.get(3, (0, -1))
-    version = min(high, 8)
-    if version < max(low, 4):
-        raise ConnectionError(f"broker offers Metadata v{low}..v{high}, this probe speaks v4..v8")
-    body = struct.pack(">ib", -1, 0)  # all topics, no auto-creation
-    if version >= 8:
-        body += struct.pack(">bb", 0, 0)
-    r = _Reader(_kafka_request(port, 3, version, body))
-    r.take(">i")  # throttle
-    brokers = []
-    for _ in range(r.take(">i")):
-        r.take(">i")
-        host = r.string()
-        brokers.append(f"{host}:{r.take('>i')}")
-        r.string()  # rack
-    r.string()  # cluster id
-    r.take(">i")  # controller
-    topics = []
-    for _ in range(r.take(">i")):
-        r.take(">h")
-        name = r.string()
-        internal = r.take(">b")
-        for _ in range(r.take(">i")):
-            r.take(">h"), r.take(">i"), r.take(">i")
-            if version >= 7:
-                r.take(">i")
-            r.ints(), r.ints()
-            if version >= 5:
-                r.ints()
-        if version >= 8:
-            r.take(">i")
-        if name and not internal:
-            topics.append(name)
-    return brokers, sorted(topics)
 
 
 KAFKA_POM = ROOT / "stack" / "kafka" / "pom.xml"
@@ -415,29 +412,51 @@ def kafka_command() -> list[str]:
     return [*_kafka_jvm(), "kafka.Kafka", str(STACK_DIR / "kafka" / "server.properties")]
 
 
-def kafka_after_ready() -> None:
-    """Ask for a group coordinator until there is one: the broker creates __consumer_offsets on
-    the first such request, so consumer groups in tests then join without a retry."""
-    deadline = time.monotonic() + 30
-    key = b"tradepipe-stack"
-    err = -1
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, struct.error):
-            body = struct.pack(">h", len(key)) + key + b"\0"  # key, key_type 0 = group
-            r = _Reader(_kafka_request(KAFKA_PORT, 10, 1, body))
-            r.take(">i")  # throttle
-            if (err := r.take(">h")) == 0:
-                return
-        time.sleep(0.2)
-    raise StackError(f"kafka: no group coordinator after 30s (error {err})")
+async def _kafka_admin_call(call: Callable[[AIOKafkaAdminClient], Any]) -> Any:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=f"{HOST}:{KAFKA_PORT}", client_id="tradepipe-stack",
+        request_timeout_ms=5000,
+    )  # fmt: skip
+    try:
+        await admin.start()
+        return await call(admin)
+    finally:
+        await admin.close()
+
+
+def kafka_admin(call: Callable[[AIOKafkaAdminClient], Any]) -> Any:
+    """``await call(admin)`` on a fresh aiokafka admin client; KafkaError/OSError pass up."""
+    return asyncio.run(_kafka_admin_call(call))
+
+
+async def _kafka_ready(admin: AIOKafkaAdminClient) -> str | None:
+    brokers = (await admin.describe_cluster()).get("brokers") or []
+    if not brokers:
+        return "metadata lists no broker yet"
+    # The broker creates __consumer_offsets on the first such request: once it answers,
+    # consumer groups in tests join without a retry.
+    await admin.find_coordinator("tradepipe-stack")
+    return None
 
 
 def kafka_probe() -> str | None:
+    from aiokafka.errors import KafkaError
+
     try:
-        brokers, _ = kafka_metadata(KAFKA_PORT)
-    except (OSError, struct.error) as exc:
-        return f"metadata request: {exc}"
-    return None if brokers else "metadata lists no broker yet"
+        why: str | None = kafka_admin(_kafka_ready)
+    except (KafkaError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return why
+
+
+def kafka_topics() -> list[str]:
+    async def topics(admin: AIOKafkaAdminClient) -> list[str]:
+        return sorted(t for t in await admin.list_topics() if not t.startswith("__"))
+
+    names: list[str] = kafka_admin(topics)
+    return names
 
 
 # --------------------------------------------------------------------------------------------
@@ -526,22 +545,20 @@ def mysql_command() -> list[str]:
     return cmd
 
 
-def mysql_query(sql: str) -> subprocess.CompletedProcess[str]:
-    client = shutil.which("mariadb") or shutil.which("mysql") or "mariadb"
-    return subprocess.run(
-        [client, "--no-defaults", "--protocol=TCP", "-h", HOST, "-P", str(MYSQL_PORT),
-         "-u", MYSQL_USER, f"-p{MYSQL_PASSWORD}", "--connect-timeout=3", "-N", "-B",
-         MYSQL_DB, "-e", sql],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=15,
-    )  # fmt: skip
-
-
 def mysql_probe() -> str | None:
+    import pymysql
+
     try:
-        proc = mysql_query("SELECT 1")
-    except subprocess.TimeoutExpired:
-        return "query timed out"
-    return None if proc.stdout.strip() == "1" else (proc.stderr.strip() or proc.stdout.strip())
+        conn = pymysql.connect(
+            host=HOST, port=MYSQL_PORT, user=MYSQL_USER, password=MYSQL_PASSWORD,
+            database=MYSQL_DB, connect_timeout=3, read_timeout=10,
+        )  # fmt: skip
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            row = cur.fetchone()
+    except pymysql.MySQLError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None if row == (1,) else f"SELECT 1 answered {row!r}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -568,48 +585,45 @@ def s3_command() -> list[str]:
     return [*prefix, "-H", HOST, "-p", str(S3_PORT)]
 
 
-def _http(method: str, path: str) -> int:
-    conn = http.client.HTTPConnection(HOST, S3_PORT, timeout=3)
-    try:
-        conn.request(method, path, headers={"Content-Length": "0"} if method == "PUT" else {})
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    finally:
-        conn.close()
+@functools.cache
+def _s3() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3", endpoint_url=f"http://{HOST}:{S3_PORT}", region_name="us-east-1",
+        aws_access_key_id="test", aws_secret_access_key="test",  # noqa: S106 -- moto's
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5),
+    )  # fmt: skip
 
 
 def s3_probe() -> str | None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
-        status = _http("GET", "/")
-    except OSError as exc:
-        return f"HTTP: {exc}"
-    return None if status == 200 else f"HTTP {status}"
+        _s3().list_buckets()
+    except (BotoCoreError, ClientError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def s3_after_ready() -> None:
-    if _http("HEAD", f"/{S3_BUCKET}") != 200:
-        status = _http("PUT", f"/{S3_BUCKET}")
-        if status != 200:
-            raise StackError(f"s3: creating bucket {S3_BUCKET} answered HTTP {status}")
+    from botocore.exceptions import ClientError
+
+    try:
+        _s3().head_bucket(Bucket=S3_BUCKET)
+    except ClientError:
+        _s3().create_bucket(Bucket=S3_BUCKET)
         log(f"s3: created bucket {S3_BUCKET}")
-
-
-class _MotoComponent(Component):
-    """moto's command line does not contain our folder, so the marker is its port argument."""
-
-    @property
-    def marker(self) -> str:
-        return f"-H {HOST} -p {S3_PORT}"
 
 
 STACK: dict[str, Component] = {
     "kafka": Component(
-        "kafka", KAFKA_PORT, kafka_prepare, kafka_command, kafka_probe, kafka_after_ready,
+        "kafka", KAFKA_PORT, kafka_prepare, kafka_command, kafka_probe,
         extra_ports=(KAFKA_CONTROLLER_PORT,),
     ),
     "mysql": Component("mysql", MYSQL_PORT, mysql_prepare, mysql_command, mysql_probe),
-    "s3": _MotoComponent("s3", S3_PORT, lambda: None, s3_command, s3_probe, s3_after_ready),
+    "s3": Component("s3", S3_PORT, lambda: None, s3_command, s3_probe, s3_after_ready),
 }  # fmt: skip
 
 
@@ -664,7 +678,7 @@ def live_holds() -> list[str]:
     holds = []
     for path in sorted(HOLDS.glob("*")) if HOLDS.is_dir() else []:
         owner = path.read_text().strip()
-        if owner == "manual" or (owner.isdigit() and _alive(int(owner))):
+        if owner == "manual" or (owner.isdigit() and _pid_alive(int(owner))):
             holds.append(f"{path.name} ({owner})")
         else:
             path.unlink(missing_ok=True)
@@ -704,6 +718,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         HOLDS.mkdir(parents=True, exist_ok=True)
         owner = str(args.hold_pid or os.getppid()) if args.hold else "manual"
         (HOLDS / (args.hold or "manual")).write_text(owner + "\n")
+        launched: list[tuple[Component, Server | None]] = []
         for name in names:
             comp = STACK[name]
             if external(name):
@@ -714,7 +729,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             if args.fresh and comp.pid() is None:
                 for sub in ("data",):
                     shutil.rmtree(comp.dir / sub, ignore_errors=True)
-            comp.start()
+            launched.append((comp, comp.launch()))
+        for comp, server in launched:
+            comp.finish(server)
         write_env()
     log(f"env: {ENV_FILE}")
     return 0
@@ -780,8 +797,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         state = "ready" if why is None else f"starting ({why})"
         extra = ""
         if name == "kafka" and why is None:
-            with contextlib.suppress(OSError, struct.error):
-                extra = f"  topics: {', '.join(kafka_metadata(KAFKA_PORT)[1]) or '-'}"
+            from aiokafka.errors import KafkaError
+
+            with contextlib.suppress(KafkaError, OSError):
+                extra = f"  topics: {', '.join(kafka_topics()) or '-'}"
         print(f"{name:6} {state:9} pid {pid}  {HOST}:{comp.port}  log {comp.log_file}{extra}")
         rc = rc if why is None else 3
     if holds := live_holds():
@@ -793,10 +812,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/stack",
         description="Local Kafka (KRaft), MariaDB and S3 (moto) on 127.0.0.1 for tests. "
-        "Data, logs and pid files under .stack/. See README, 'Local stack'.",
+        "Data and logs under .stack/. See README, 'Local stack'.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    comp = {"nargs": "*", "metavar": "COMPONENT", "help": f"any of {', '.join(COMPONENTS)}"}
+    comp: dict[str, Any] = {
+        "nargs": "*",
+        "metavar": "COMPONENT",
+        "help": f"any of {', '.join(COMPONENTS)}",
+    }
     up = sub.add_parser(
         "up", help="start (or keep) the components, wait until ready, write .stack/env"
     )
