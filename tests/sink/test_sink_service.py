@@ -24,13 +24,17 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from structlog.testing import capture_logs
 from tests.conftest import unavailable
 from tests.core.fuzzing import bad_lines
+from tests.core.helpers import line as trade_line
 
 from tradepipe.config import Settings
 from tradepipe.core import minute_of, parse_event, parse_key
+from tradepipe.local.broker import LocalBroker, LocalSource
+from tradepipe.producer import Record
+from tradepipe.sink import Options, serve
 from tradepipe.sink.metrics import SinkMetrics
-from tradepipe.sink.service import run
 
 pytestmark = [pytest.mark.kafka, pytest.mark.s3]
 
@@ -133,7 +137,7 @@ def sink_settings(
 @contextlib.asynccontextmanager
 async def running(settings: Settings, metrics: SinkMetrics) -> AsyncIterator[asyncio.Task[int]]:
     stop = asyncio.Event()
-    task = asyncio.create_task(run(settings, stop=stop, handle_signals=False, metrics=metrics))
+    task = asyncio.create_task(serve(settings, stop, Options(metrics=metrics)))
     try:
         yield task
     finally:
@@ -389,3 +393,45 @@ async def test_null_and_malformed_values_are_skipped_counted_quarantined_and_it_
     quarantined = (tmp_path / "sink-quarantine.ndjson").read_bytes().splitlines()
     assert len(quarantined) == refused
     assert all(len(q) < 200_000 for q in quarantined)  # raw values capped at 64 KiB
+
+
+@pytest.mark.parametrize("s3_down", [True, False], ids=["s3-down", "s3-up"])
+async def test_a_stop_that_cannot_write_what_it_holds_exits_1_naming_the_offsets(
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client_kwargs: dict[str, str],
+    names: dict[str, str],
+    s3_down: bool,
+) -> None:
+    """The shutdown's drain is bounded (``Options.shutdown_seconds``): records still held
+    unwritten then are logged at error level with their partition and offsets, and the exit
+    status is 1; the same stop with S3 up writes them all and exits 0. (In-process broker as
+    the source: the same serve, no Kafka group needed to hold records at the stop.)"""
+    now = int(time.time() * 1000)
+    values = [trade_line(a=100 + i, f=200 + i, l=200 + i, T=now, E=now) for i in range(10)]
+    broker = LocalBroker(names["topic"], max_messages=100)
+    await broker.publish([Record("BTCUSDT", 100 + i, now, v) for i, v in enumerate(values)])
+    await broker.close()  # read to the end, then the stop: everything is held for the drain
+    host, port = s3_endpoint.removeprefix("http://").rsplit(":", 1)
+    async with FlakyProxy((host, int(port))) as proxy:
+        proxy.down = s3_down
+        settings = sink_settings(
+            "127.0.0.1:1", proxy.url, s3_bucket, names["topic"], names["group"], names["prefix"]
+        ).replace(sink={"grace_seconds": 600.0})  # nothing is due before the stop
+        options = Options(source=LocalSource(broker), serve_metrics=False, shutdown_seconds=1.0)
+        stop = asyncio.Event()
+        stop.set()
+        with capture_logs() as logs:
+            status = await asyncio.wait_for(serve(settings, stop, options), 60)
+    objs = await objects_under(s3_client_kwargs, s3_bucket, names["prefix"])
+    left = [e for e in logs if e["event"] == "shutdown_left_behind"]
+    if s3_down:
+        assert status == 1 and proxy.dropped >= 1 and objs == {}
+        assert [(e["log_level"], e["partition"], e["held"], e["held_offsets"]) for e in left] == [
+            ("error", 0, 10, "0-9")
+        ]
+        summary = [e for e in logs if e["event"] == "stopped_with_leftovers"]
+        assert [(e["held"], e["partitions"]) for e in summary] == [(10, [f"{names['topic']}/0"])]
+    else:
+        assert status == 0 and left == []
+        assert sorted(lines_in(objs)) == sorted(values)
