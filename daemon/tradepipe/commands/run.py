@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -104,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tradepipe run: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from tradepipe.commands.signals import stop_on_signals
     from tradepipe.local.pipeline import Plan, Running, serve
     from tradepipe.observability import configure_logging
 
@@ -116,9 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop)
         return await serve(settings, stop, plan, on_ready=ready)
 
     try:
