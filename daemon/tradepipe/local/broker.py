@@ -174,6 +174,11 @@ class LocalConsumer:
             raise ValueError(f"{partition} is not the local broker's partition {self.broker.tp}")
 
     @property
+    def next_offset(self) -> int:
+        """The offset read next."""
+        return self._position
+
+    @property
     def drained(self) -> bool:
         """Closed, and everything published was read."""
         return self.broker.closed and self._position >= self.broker.end_offset
@@ -201,3 +206,18 @@ class LocalSource:
 
     def reading(self, stopping: bool) -> bool:
         return not self._consumer.drained
+
+    def leftovers(self) -> list[dict[str, object]]:
+        """Messages never read (the shutdown's time ran out): lost with the process."""
+        position, end = self._consumer.next_offset, self.broker.end_offset
+        if position >= end:
+            return []
+        tp = self.broker.tp
+        return [
+            {
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "unread": end - position,
+                "unread_offsets": f"{position}-{end - 1}",
+            }
+        ]

@@ -8,8 +8,9 @@ Two implementations, one consume loop (:func:`tradepipe.sink.serve`):
   the checkpoint committed with its offset; reading ends when ``stop`` is set (what is not yet
   consumed stays in Kafka, the committed offsets say where to resume).
 - the in-process broker of local mode (:class:`tradepipe.local.broker.LocalSource`): no group,
-  one partition assigned from the start; reading ends once ``stop`` is set *and* the broker is
-  closed and read to the end (so a clean shutdown flushes everything through).
+  one partition assigned from the start; reading ends once the broker is closed and read to
+  the end (so a clean shutdown flushes everything through); what it has
+  not read when the shutdown's time runs out is lost, and reported (:meth:`Source.leftovers`).
 
 aiokafka ships no type stubs (its types are ``Any`` here), so :class:`KafkaSource` assigns its
 ``AIOKafkaConsumer`` to a :class:`Consumer` at one place and ``tests/sink/test_consumer.py``
@@ -74,3 +75,7 @@ class Source(Protocol):
 
     def reading(self, stopping: bool) -> bool:
         """Whether the consume loop reads on (``stopping``: the stop flag is set)."""
+
+    def leftovers(self) -> list[dict[str, object]]:
+        """What a stop now would lose in the source itself (records never read), per partition
+        with its ``topic``, ``partition`` and offsets; logged at error level by the sink."""

@@ -64,6 +64,9 @@ class KafkaSource:
     def reading(self, stopping: bool) -> bool:
         return not stopping
 
+    def leftovers(self) -> list[dict[str, object]]:
+        return []  # records not read stay in Kafka: the committed offsets say where to resume
+
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """New partitions get a batcher resumed from the checkpoint committed with their offset."""

@@ -17,12 +17,15 @@ up with their log end get wall-clock flushes. Reading ends when the source says 
 (:meth:`~.consumer.Source.reading`: Kafka when ``stop`` is set; the in-process broker once it is
 closed and read to the end).
 
-Shutdown, in order (bounded by ``Options.shutdown_seconds``): ``STOPPING=1``; reading has
-stopped; write everything held and commit it; leave the group (close the consumer), stop the
-metrics server, close the writer. Anything still held unwritten then (the time ran out) is
-logged at error level per partition with its offsets (``shutdown_left_behind``, then
-``stopped_with_leftovers``) and the exit status is 1; 0 means nothing was left. (With Kafka,
-records held are not lost: the committed offsets make the next run read them again.)
+Shutdown, in order, all of it within ``Options.shutdown_seconds`` of the stop (30 s, inside
+systemd's ``TimeoutStopSec``): ``STOPPING=1``; reading ends (the flush being carried out, S3
+retried, gets the time left, then is cut off); write everything held and commit it (a
+partition whose flush was cut off is left alone: committing past it would skip records never
+written); leave the group (close the consumer), stop the metrics server, close the writer.
+Anything left unwritten then is logged at error level per partition with its offsets
+(``shutdown_left_behind``: records held, and with the in-process broker records never read;
+then ``stopped_with_leftovers``) and the exit status is 1; 0 means nothing was left. (With
+Kafka, records held are not lost: the committed offsets make the next run read them again.)
 
 Carrying out a flush: commit ``before`` if set, write all objects (concurrently, each retried
 with backoff while the error is retryable, for at most ``sink.retry_timeout_seconds``), then
@@ -85,7 +88,10 @@ class Sink:
             metrics,
         )
         self.batchers: dict[TopicPartition, PartitionBatcher] = {}
-        self.unwritten: dict[TopicPartition, Flush] = {}  # the shutdown's flush being written
+        # flushes taken from a batcher and not yet written and committed
+        self.unwritten: list[tuple[TopicPartition, Flush]] = []
+        # offsets (first, last) of the records fetched and being fed to the batchers
+        self.feeding: dict[TopicPartition, tuple[int, int]] = {}
         self.quarantine = Quarantine(
             settings.sink.quarantine_path, settings.feed.quarantine_max_bytes
         )
@@ -109,6 +115,11 @@ class Sink:
     # ------------------------------------------------------------------ records
 
     async def consume(self, records: Mapping[TopicPartition, Sequence[Message]]) -> None:
+        self.feeding = {
+            tp: (m[0].offset, m[-1].offset)
+            for tp, m in records.items()
+            if m and tp in self.batchers
+        }
         for tp, messages in records.items():
             batcher = self.batchers.get(tp)
             if batcher is None:
@@ -122,6 +133,7 @@ class Sink:
                 continue
             for msg in messages:
                 await self.carry_out(tp, batcher.add(*self._decode(tp, msg)))
+        self.feeding = {}
         self.metrics.held.set(sum(b.held_records for b in self.batchers.values()))
 
     def _decode(self, tp: TopicPartition, msg: Message) -> tuple[int, str | None, int, bytes]:
@@ -167,55 +179,78 @@ class Sink:
                 await self.carry_out(tp, [flush])
 
     async def drain(self) -> None:
-        """Write and commit everything held (a cut per partition)."""
+        """Write and commit everything held (a cut per partition). A partition whose flush was
+        cut off (the shutdown's time limit) is left as it is: a later commit would pass over
+        records of objects never written."""
+        cut_off = {tp for tp, _ in self.unwritten}
         for tp, batcher in list(self.batchers.items()):
+            if tp in cut_off:
+                continue
             flush = batcher.drain()
             if flush is not None:
-                self.unwritten[tp] = flush
                 await self.carry_out(tp, [flush])
-                del self.unwritten[tp]
 
     def leftovers(self) -> list[dict[str, object]]:
-        """Per partition, the records held and not written (with their offsets): a flush cut
-        off by the shutdown's time limit, or a partition the drain did not reach. Partitions
-        still in their replay window are not counted: what they hold is the committed state."""
-        out: list[dict[str, object]] = []
-        for tp, batcher in sorted(self.batchers.items()):
-            item: dict[str, object] = {"topic": tp.topic, "partition": tp.partition}
-            if (flush := self.unwritten.get(tp)) is not None and flush.batches:
-                first = min(b.first_offset for b in flush.batches)
-                last = max(b.last_offset for b in flush.batches)
-                held = sum(len(b.lines) for b in flush.batches)
-                out.append({**item, "held": held, "held_offsets": f"{first}-{last}"})
-            elif not batcher.replaying and (span := batcher.held_offsets()) is not None:
-                held_offsets = f"{span[0]}-{span[1] - 1}"
-                out.append({**item, "held": batcher.held_records, "held_offsets": held_offsets})
-        return out
+        """Per partition, the records held and not written, and the offsets they lie between:
+        flushes cut off by the shutdown's time limit, objects still open, records fetched and
+        not yet fed to the batcher when the loop was cut off. Partitions in their replay window
+        do not count what they hold: that is the state already committed."""
+        spans: dict[TopicPartition, list[tuple[int, int, int]]] = {}  # (records, first, last)
+        for tp, (first, last) in self.feeding.items():
+            batcher = self.batchers.get(tp)
+            fed_to = batcher.next_offset if batcher is not None else None
+            start = first if fed_to is None else max(first, fed_to)
+            if start <= last:
+                spans.setdefault(tp, []).append((last - start + 1, start, last))
+        for tp, flush in self.unwritten:
+            for b in flush.batches:
+                spans.setdefault(tp, []).append((len(b.lines), b.first_offset, b.last_offset))
+        for tp, batcher in self.batchers.items():
+            if not batcher.replaying and (span := batcher.held_offsets()) is not None:
+                spans.setdefault(tp, []).append((batcher.held_records, span[0], span[1] - 1))
+        return [
+            {
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "held": sum(n for n, _, _ in items),
+                "held_offsets": f"{min(f for _, f, _ in items)}-{max(la for _, _, la in items)}",
+            }
+            for tp, items in sorted(spans.items())
+        ]
 
     # ------------------------------------------------------------------ flushing
 
     async def carry_out(self, tp: TopicPartition, flushes: list[Flush]) -> None:
-        for flush in flushes:
-            if flush.before is not None:
-                await self.commit(tp, flush.before)
-            started = time.time()
-            async with asyncio.TaskGroup() as tg:
-                for batch in flush.batches:
-                    tg.create_task(self.put(batch, flush.reason))
-            await self.commit(tp, flush.checkpoint)
-            oldest = min(b.minute_ms for b in flush.batches) if flush.batches else None
-            if oldest is not None:
-                self.metrics.lag.set(max(0.0, started - (oldest + MINUTE_MS) / 1000))
-            log.info(
-                "flushed",
-                topic=tp.topic,
-                partition=tp.partition,
-                reason=flush.reason,
-                objects=len(flush.batches),
-                trades=sum(len(b.lines) for b in flush.batches),
-                committed=flush.checkpoint.offset,
-                held=len(flush.checkpoint.held),
-            )
+        """Write and commit each flush in turn; until then each is in :attr:`unwritten`."""
+        if not flushes:
+            return
+        entries = [(tp, flush) for flush in flushes]
+        self.unwritten.extend(entries)
+        for entry in entries:
+            await self._carry_out(*entry)
+            self.unwritten = [e for e in self.unwritten if e is not entry]
+
+    async def _carry_out(self, tp: TopicPartition, flush: Flush) -> None:
+        if flush.before is not None:
+            await self.commit(tp, flush.before)
+        started = time.time()
+        async with asyncio.TaskGroup() as tg:
+            for batch in flush.batches:
+                tg.create_task(self.put(batch, flush.reason))
+        await self.commit(tp, flush.checkpoint)
+        oldest = min(b.minute_ms for b in flush.batches) if flush.batches else None
+        if oldest is not None:
+            self.metrics.lag.set(max(0.0, started - (oldest + MINUTE_MS) / 1000))
+        log.info(
+            "flushed",
+            topic=tp.topic,
+            partition=tp.partition,
+            reason=flush.reason,
+            objects=len(flush.batches),
+            trades=sum(len(b.lines) for b in flush.batches),
+            committed=flush.checkpoint.offset,
+            held=len(flush.checkpoint.held),
+        )
 
     async def put(self, batch: Batch, reason: str) -> None:
         key, body = batch.key(self.prefix), batch.body()
@@ -315,12 +350,26 @@ async def serve(settings: Settings, stop: asyncio.Event, options: Options | None
         options.notifier.ready(status=f"consuming {kafka.topic}")
         if options.on_ready is not None:
             options.on_ready(sink)
+        loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(_consume(sink, source, stop), name="consume")
+            consuming = tg.create_task(_consume(sink, source, stop), name="consume")
+            watchdog = None
             if options.watchdog_seconds is not None:
-                watchdog = _watchdog(options.notifier, options.watchdog_seconds, stop)
-                tg.create_task(watchdog, name="watchdog")
-        status = await _shutdown(sink, options)
+                pings = _watchdog(options.notifier, options.watchdog_seconds, stop)
+                watchdog = tg.create_task(pings, name="watchdog")
+            await _stop_or_end(stop, consuming)  # a crash cancels this and raises
+            # -- ordered shutdown (module docstring), one deadline for all of it --
+            deadline = loop.time() + options.shutdown_seconds
+            options.notifier.stopping(status="writing held objects")
+            log.info("stopping", held=sum(b.held_records for b in sink.batchers.values()))
+            # reading ends: the flush being carried out (S3 retried) gets the time left
+            await asyncio.wait([consuming], timeout=options.shutdown_seconds)
+            if not consuming.done():
+                log.error("shutdown_flush_cut_off", seconds=options.shutdown_seconds)
+                consuming.cancel()
+            if watchdog is not None:  # reading may end without the stop flag (local mode)
+                watchdog.cancel()
+        status = await _shutdown(sink, source, deadline)
     if status == 0:
         log.info("sink_stopped")
     return status
@@ -334,22 +383,31 @@ async def _consume(sink: Sink, source: Source, stop: asyncio.Event) -> None:
         await sink.idle(set(records))
 
 
-async def _shutdown(sink: Sink, options: Options) -> int:
-    """Reading has ended: write and commit what is held (bounded); the exit status."""
-    options.notifier.stopping(status="writing held objects")
+async def _stop_or_end(stop: asyncio.Event, consuming: asyncio.Task[None]) -> None:
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        async with asyncio.timeout(options.shutdown_seconds):
+        await asyncio.wait([stopping, consuming], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+
+
+async def _shutdown(sink: Sink, source: Source, deadline: float) -> int:
+    """Reading has ended: write and commit what is held (until ``deadline``); the exit
+    status: 1 if anything is left unwritten (logged per partition with its offsets)."""
+    try:
+        async with asyncio.timeout_at(deadline):
             await sink.drain()
     except TimeoutError:
-        log.error("shutdown_drain_timeout", seconds=options.shutdown_seconds)
-    left = sink.leftovers()
+        log.error("shutdown_drain_timeout")
+    left = sink.leftovers() + source.leftovers()
     for item in left:
         log.error("shutdown_left_behind", **item)
     if left:
         log.error(
             "stopped_with_leftovers",
-            held=sum(int(str(i["held"])) for i in left),
-            partitions=[f"{i['topic']}/{i['partition']}" for i in left],
+            held=sum(int(str(i.get("held", 0))) for i in left),
+            unread=sum(int(str(i.get("unread", 0))) for i in left),
+            partitions=sorted({f"{i['topic']}/{i['partition']}" for i in left}),
         )
         return 1
     return 0
