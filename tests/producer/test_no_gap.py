@@ -201,6 +201,12 @@ async def test_six_abrupt_drops_over_a_tape_lose_nothing(
                 emu.refuse_connections(0.1 + 0.4 * ((seed + k) % 5) / 4)
             await asyncio.wait_for(run.emu.finished.wait(), 30)
             await _all_acked(run, tape)
+            # the last drop's reconnect too (REST may fill its gap first, and the stop would
+            # then come during the refused, backed-off reconnect: 'reconnects 5 >= 6')
+            drops = len(points)
+            await _until(
+                lambda p=p, n=drops: _metric(p, "tradepipe_ws_reconnects_total") >= n, 10.0
+            )
             status = await _stopped(run)
             records = await read_topic(kafka_bootstrap, run.topic, n, 15)
             reconnects = _metric(run.producer, "tradepipe_ws_reconnects_total")
