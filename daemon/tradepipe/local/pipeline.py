@@ -22,7 +22,8 @@ Lifecycle (:func:`serve`): migrate the database -> start the dashboard -> run th
 1. the producer stops reading and publishes everything it accepted to the broker;
 2. the in-process broker closes; the sink reads the rest, writes every object it holds and
    commits (with Kafka, the sink stops reading and writes what it holds; anything not yet
-   consumed stays in Kafka, committed offsets say where to resume);
+   consumed stays in Kafka, committed offsets say where to resume) -- within
+   ``SINK_SHUTDOWN_SECONDS``, else what it could not write is logged and the status is 1;
 3. the loader upserts every object written (bounded: keys left over are logged);
 4. the dashboard stops.
 
