@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from tradepipe.local.broker import LocalBroker, LocalConsumer
@@ -70,3 +71,27 @@ async def test_close_lets_the_consumer_drain_then_refuses_publishing() -> None:
     assert len((await consumer.getmany(timeout_ms=1000))[broker.tp]) == 2
     assert consumer.drained
     assert await consumer.getmany(timeout_ms=1000) == {}  # at once, not after the timeout
+
+
+async def test_the_consumer_owns_the_one_partition_and_seeks_within_the_log() -> None:
+    """``assignment``/``seek``: the sink re-reads records fetched before a partition had its
+    batcher (a Kafka rebalance race); on the in-process broker the same calls work."""
+    broker = LocalBroker("t", max_messages=100)
+    consumer = LocalConsumer(broker)
+    assert consumer.assignment() == {broker.tp}
+    await broker.publish(records(0, 5))
+    assert [m.offset for m in (await consumer.getmany(timeout_ms=10))[broker.tp]] == [0, 1, 2, 3, 4]
+    consumer.seek(broker.tp, 3)
+    assert await consumer.position(broker.tp) == 3
+    assert [m.offset for m in (await consumer.getmany(timeout_ms=10))[broker.tp]] == [3, 4]
+    await consumer.commit({broker.tp: OffsetAndMetadata(2, "")})  # 0 and 1 trimmed
+    with pytest.raises(ValueError, match="outside"):
+        consumer.seek(broker.tp, 1)
+    with pytest.raises(ValueError, match="outside"):
+        consumer.seek(broker.tp, 6)
+    other = TopicPartition("t", 1)
+    with pytest.raises(ValueError, match="not the local broker's partition"):
+        consumer.seek(other, 2)
+    with pytest.raises(ValueError, match="not the local broker's partition"):
+        await consumer.commit({other: OffsetAndMetadata(2, "")})
+    assert broker.committed == (2, "")

@@ -79,7 +79,7 @@ async def test_run_on_kafka_s3_and_mysql(
         assert (settings.local.broker, settings.sink.objects) == ("kafka", "s3")
         stop = asyncio.Event()
         ready: list[Running] = []
-        pipeline = asyncio.create_task(serve(settings, stop, Plan(kafka=True), ready.append))
+        pipeline = asyncio.create_task(serve(settings, stop, Plan(), ready.append))
         got = 0
         for _ in range(600):
             assert not pipeline.done(), pipeline

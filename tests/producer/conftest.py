@@ -3,9 +3,12 @@ in-process), the producer in-process (``serve`` with a stop event, no signals), 
 
 - ``real_tape``: the real recorded BTCUSDT + ETHUSDT aggTrades from ``../shared/data/binance/``
   (1,227 + 506 trades; skipped, naming the path, where the data is absent).
-- ``start_emulator(tape, **options)``: an :class:`~tradepipe.replay.Emulator` context.
+- ``start_emulator(tape, **options)``: an :class:`~tradepipe.replay.Emulator` context
+  (:func:`emulating`, as a fixture).
 - ``fresh_topic``: a topic name not created yet (the producer must create it); deleted after.
-- ``running_producer(settings)``: ``serve()`` in a task; yields the :class:`Producer`.
+- :func:`serving` (the one harness): ``serve()`` in a task, once ready; yields a
+  :class:`Serving` (the :class:`Producer`, ``stopped()`` -> the exit status); the
+  ``running_producer(settings)`` fixture is it, yielding the producer (``exit_status`` after).
 - :func:`read_topic`: every record of a topic, from the beginning, as ``(key, value, ts)``.
 """
 
@@ -49,19 +52,21 @@ def real_tape() -> Tape:
 StartEmulator = Callable[..., contextlib.AbstractAsyncContextManager[Emulator]]
 
 
+@contextlib.asynccontextmanager
+async def emulating(tape: Tape, **options: Any) -> AsyncIterator[Emulator]:
+    """The emulator on 127.0.0.1:0 replaying ``tape`` (``options``: :class:`ReplayOptions`)."""
+    options.setdefault("port", 0)
+    # fresh trade times: Kafka retention goes by record timestamps, and 2021 trades would
+    # sit in segments deletable as soon as they close (see docs/testing.md, "Local stack")
+    options.setdefault("rebase_time", True)
+    lines: list[str] = []
+    async with Emulator(tape, ReplayOptions(**options), log=lines.append) as emu:
+        yield emu
+
+
 @pytest.fixture
 def start_emulator() -> StartEmulator:
-    @contextlib.asynccontextmanager
-    async def start(tape: Tape, **options: Any) -> AsyncIterator[Emulator]:
-        options.setdefault("port", 0)
-        # fresh trade times: Kafka retention goes by record timestamps, and 2021 trades would
-        # sit in segments deletable as soon as they close (see docs/testing.md, "Local stack")
-        options.setdefault("rebase_time", True)
-        lines: list[str] = []
-        async with Emulator(tape, ReplayOptions(**options), log=lines.append) as emu:
-            yield emu
-
-    return start
+    return emulating
 
 
 @pytest.fixture
@@ -95,6 +100,56 @@ def producer_settings(
     )
 
 
+class Serving:
+    """``serve()`` running in a task: its :class:`Producer`, its stop flag, its end."""
+
+    def __init__(self, producer: Producer, task: asyncio.Task[int], stop: asyncio.Event) -> None:
+        self.producer, self.task, self.stop = producer, task, stop
+        self.status: int | None = None
+        self.seen = False  # the test has awaited the end (its status, or what it raised)
+
+    async def stopped(self, within: float = 60.0) -> int:
+        """Set the stop flag; the exit status (raises what made ``serve()`` fail)."""
+        self.stop.set()
+        return await self.ended(within)
+
+    async def ended(self, within: float = 60.0) -> int:
+        """The end of ``serve()`` without setting the stop flag (e.g. a crash it raises)."""
+        self.seen = True
+        self.status = await asyncio.wait_for(asyncio.shield(self.task), within)
+        return self.status
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, **options: Any) -> AsyncIterator[Serving]:
+    """``serve(settings, stop, Options(**options))`` in a task, yielded once the producer is
+    ready; on exit it is stopped (its status in ``.status``) unless the test saw its end: an
+    end the test did not expect (a crash) is raised here."""
+    stop = asyncio.Event()
+    got: asyncio.Future[Producer] = asyncio.get_running_loop().create_future()
+    options.setdefault("shutdown_seconds", 30.0)
+    options.setdefault("serve_metrics", False)
+    opts = Options(on_ready=lambda p: got.done() or got.set_result(p), **options)
+    task = asyncio.create_task(serve(settings, stop, opts))
+    done, _ = await asyncio.wait([task, got], timeout=30, return_when="FIRST_COMPLETED")
+    if task in done:
+        task.result()  # raises what made it exit
+        raise AssertionError("serve() returned before it was ready")
+    if got not in done:
+        task.cancel()
+        raise AssertionError("the producer did not become ready within 30 s")
+    run = Serving(got.result(), task, stop)
+    try:
+        yield run
+    finally:
+        if not run.seen:
+            try:
+                await run.stopped()
+            except TimeoutError:
+                task.cancel()
+                raise
+
+
 RunningProducer = Callable[..., contextlib.AbstractAsyncContextManager[Producer]]
 
 
@@ -102,24 +157,10 @@ RunningProducer = Callable[..., contextlib.AbstractAsyncContextManager[Producer]
 def running_producer() -> RunningProducer:
     @contextlib.asynccontextmanager
     async def run(settings: Settings, **options: Any) -> AsyncIterator[Producer]:
-        stop = asyncio.Event()
-        got: asyncio.Future[Producer] = asyncio.get_running_loop().create_future()
-        options.setdefault("shutdown_seconds", 30.0)
-        options.setdefault("serve_metrics", False)
-        opts = Options(on_ready=lambda p: got.done() or got.set_result(p), **options)
-        task = asyncio.create_task(serve(settings, stop, opts))
-        done, _ = await asyncio.wait([task, got], timeout=30, return_when="FIRST_COMPLETED")
-        if task in done:
-            task.result()  # raises what made it exit
-            raise AssertionError("serve() returned before it was ready")
-        assert got in done, "the producer did not become ready within 30 s"
-        producer = got.result()
-        producer.exit_status = None  # type: ignore[attr-defined]
-        try:
-            yield producer
-        finally:
-            stop.set()
-            producer.exit_status = await asyncio.wait_for(task, 60)  # type: ignore[attr-defined]
+        async with serving(settings, **options) as served:
+            served.producer.exit_status = None  # type: ignore[attr-defined]
+            yield served.producer
+        served.producer.exit_status = served.status  # type: ignore[attr-defined]
 
     return run
 

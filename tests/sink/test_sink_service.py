@@ -24,13 +24,17 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from structlog.testing import capture_logs
 from tests.conftest import unavailable
 from tests.core.fuzzing import bad_lines
+from tests.core.helpers import line as trade_line
 
 from tradepipe.config import Settings
 from tradepipe.core import minute_of, parse_event, parse_key
+from tradepipe.local.broker import LocalBroker, LocalSource
+from tradepipe.producer import Record
+from tradepipe.sink import Options, serve
 from tradepipe.sink.metrics import SinkMetrics
-from tradepipe.sink.service import run
 
 pytestmark = [pytest.mark.kafka, pytest.mark.s3]
 
@@ -133,7 +137,7 @@ def sink_settings(
 @contextlib.asynccontextmanager
 async def running(settings: Settings, metrics: SinkMetrics) -> AsyncIterator[asyncio.Task[int]]:
     stop = asyncio.Event()
-    task = asyncio.create_task(run(settings, stop=stop, handle_signals=False, metrics=metrics))
+    task = asyncio.create_task(serve(settings, stop, Options(metrics=metrics)))
     try:
         yield task
     finally:
@@ -389,3 +393,148 @@ async def test_null_and_malformed_values_are_skipped_counted_quarantined_and_it_
     quarantined = (tmp_path / "sink-quarantine.ndjson").read_bytes().splitlines()
     assert len(quarantined) == refused
     assert all(len(q) < 200_000 for q in quarantined)  # raw values capped at 64 KiB
+
+
+@pytest.mark.parametrize("s3_down", [True, False], ids=["s3-down", "s3-up"])
+async def test_a_stop_that_cannot_write_what_it_holds_exits_1_naming_the_offsets(
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client_kwargs: dict[str, str],
+    names: dict[str, str],
+    s3_down: bool,
+) -> None:
+    """The shutdown's drain is bounded (``Options.shutdown_seconds``): records still held
+    unwritten then are logged at error level with their partition and offsets, and the exit
+    status is 1; the same stop with S3 up writes them all and exits 0. (In-process broker as
+    the source: the same serve, no Kafka group needed to hold records at the stop.)"""
+    now = int(time.time() * 1000)
+    values = [trade_line(a=100 + i, f=200 + i, l=200 + i, T=now, E=now) for i in range(10)]
+    broker = LocalBroker(names["topic"], max_messages=100)
+    await broker.publish([Record("BTCUSDT", 100 + i, now, v) for i, v in enumerate(values)])
+    await broker.close()  # read to the end, then the stop: everything is held for the drain
+    host, port = s3_endpoint.removeprefix("http://").rsplit(":", 1)
+    async with FlakyProxy((host, int(port))) as proxy:
+        proxy.down = s3_down
+        settings = sink_settings(
+            "127.0.0.1:1", proxy.url, s3_bucket, names["topic"], names["group"], names["prefix"]
+        ).replace(sink={"grace_seconds": 600.0})  # nothing is due before the stop
+        options = Options(source=LocalSource(broker), serve_metrics=False, shutdown_seconds=1.0)
+        stop = asyncio.Event()
+        stop.set()
+        with capture_logs() as logs:
+            status = await asyncio.wait_for(serve(settings, stop, options), 60)
+    objs = await objects_under(s3_client_kwargs, s3_bucket, names["prefix"])
+    left = [e for e in logs if e["event"] == "shutdown_left_behind"]
+    if s3_down:
+        assert status == 1 and proxy.dropped >= 1 and objs == {}
+        assert [(e["log_level"], e["partition"], e["held"], e["held_offsets"]) for e in left] == [
+            ("error", 0, 10, "0-9")
+        ]
+        summary = [e for e in logs if e["event"] == "stopped_with_leftovers"]
+        assert [(e["held"], e["partitions"]) for e in summary] == [(10, [f"{names['topic']}/0"])]
+    else:
+        assert status == 0 and left == []
+        assert sorted(lines_in(objs)) == sorted(values)
+
+
+def _put_retries(metrics: SinkMetrics) -> float:
+    return float(metrics.put_retries._value.get())
+
+
+async def _until_retrying(metrics: SinkMetrics, task: asyncio.Task[int]) -> None:
+    deadline = time.monotonic() + 60
+    # polling a counter the sink updates; there is no event to wait on
+    while _put_retries(metrics) < 2 and time.monotonic() < deadline and not task.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    assert _put_retries(metrics) >= 2 and not task.done(), "no retries while S3 was down"
+
+
+async def test_a_stop_while_writes_are_retried_is_bounded_and_the_next_run_writes_all(
+    kafka_bootstrap: str,
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client_kwargs: dict[str, str],
+    names: dict[str, str],
+) -> None:
+    """S3 down, the loop retrying a flush (for up to sink.retry_timeout_seconds, 900 s): a stop
+    still ends within shutdown_seconds, exit 1, every partition holding records logged at error
+    level with its offsets. Nothing was committed past the cut-off flush, so the next run (S3
+    up, same group) writes exactly the produced trades."""
+    lines = recorded_trades()
+    await produce(kafka_bootstrap, names["topic"], lines)
+    host, port = s3_endpoint.removeprefix("http://").rsplit(":", 1)
+    async with FlakyProxy((host, int(port))) as proxy:
+        settings = sink_settings(
+            kafka_bootstrap, proxy.url, s3_bucket, names["topic"], names["group"], names["prefix"]
+        )
+        metrics, stop = SinkMetrics(), asyncio.Event()
+        options = Options(metrics=metrics, serve_metrics=False, shutdown_seconds=2.0)
+        with capture_logs() as logs:
+            task = asyncio.create_task(serve(settings, stop, options))
+            await _until_retrying(metrics, task)
+            stop.set()
+            started = time.monotonic()
+            status = await asyncio.wait_for(task, 60)
+            took = time.monotonic() - started
+    assert status == 1
+    assert took < 2.0 + 5.0, f"the stop took {took:.1f} s"
+    assert await objects_under(s3_client_kwargs, s3_bucket, names["prefix"]) == {}
+    assert [e["log_level"] for e in logs if e["event"] == "shutdown_flush_cut_off"] == ["error"]
+    left = [e for e in logs if e["event"] == "shutdown_left_behind"]
+    assert left and all(e["log_level"] == "error" for e in left)
+    assert {e["partition"] for e in left} <= {0, 1} and all(e["held"] > 0 for e in left)
+    for e in left:
+        first, _, last = e["held_offsets"].partition("-")
+        assert 0 <= int(first) <= int(last), e
+    again = sink_settings(
+        kafka_bootstrap, s3_endpoint, s3_bucket, names["topic"], names["group"], names["prefix"]
+    )
+    async with running(again, SinkMetrics()):
+        objs = await wait_for_lines(s3_client_kwargs, s3_bucket, names["prefix"], len(lines))
+        await asyncio.sleep(2)  # anything still to come would be a duplicate
+        objs = await objects_under(s3_client_kwargs, s3_bucket, names["prefix"])
+    assert_exact(objs, lines, names["topic"])
+
+
+async def test_a_cut_off_local_sink_reports_every_record_it_did_not_write(
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client_kwargs: dict[str, str],
+    names: dict[str, str],
+) -> None:
+    """The in-process broker keeps nothing after the process: when the shutdown's time runs
+    out with S3 down, the records held, fetched but not yet fed to the batcher, and never read
+    together are exactly all the records published (none was written)."""
+    t0 = int(time.time() * 1000) // 60_000 * 60_000 - 10 * 60_000  # minutes already over
+    n = 10_050  # more than one fetch (10,000): some are never read when the loop is cut off
+    records = [
+        Record("BTCUSDT", i, t, trade_line(a=i, f=i, l=i, T=t, E=t))
+        for i in range(n)
+        for t in [t0 + (0 if i < 5_000 else 70_000)]  # the second minute makes the first due
+    ]
+    broker = LocalBroker(names["topic"], max_messages=20_000)
+    await broker.publish(records)
+    host, port = s3_endpoint.removeprefix("http://").rsplit(":", 1)
+    async with FlakyProxy((host, int(port))) as proxy:
+        settings = sink_settings(
+            "127.0.0.1:1", proxy.url, s3_bucket, names["topic"], names["group"], names["prefix"]
+        )
+        metrics, stop = SinkMetrics(), asyncio.Event()
+        options = Options(
+            source=LocalSource(broker), metrics=metrics, serve_metrics=False, shutdown_seconds=1.0
+        )
+        with capture_logs() as logs:
+            task = asyncio.create_task(serve(settings, stop, options))
+            await _until_retrying(metrics, task)
+            stop.set()
+            status = await asyncio.wait_for(task, 60)
+    assert status == 1
+    assert await objects_under(s3_client_kwargs, s3_bucket, names["prefix"]) == {}
+    left = [e for e in logs if e["event"] == "shutdown_left_behind"]
+    assert all(e["log_level"] == "error" and e["partition"] == 0 for e in left)
+    held = sum(e.get("held", 0) for e in left)
+    unread = [e for e in left if "unread" in e]
+    assert [(e["unread"], e["unread_offsets"]) for e in unread] == [(n - 10_000, f"10000-{n - 1}")]
+    assert held + n - 10_000 == n, left
+    summary = [e for e in logs if e["event"] == "stopped_with_leftovers"]
+    assert [(e["held"], e["unread"]) for e in summary] == [(10_000, n - 10_000)]

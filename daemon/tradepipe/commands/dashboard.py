@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 
 from tradepipe.config import ConfigError, Settings
@@ -30,10 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def serve(server: DashboardServer) -> None:
     """Serve until SIGINT or SIGTERM, then stop the server (and close the database)."""
+    from tradepipe.commands.signals import stop_on_signals
+
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     async with server:
         print(
             f"dashboard: {server.url} (reading {server.reader.where})", file=sys.stderr, flush=True

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 
+from tradepipe.commands.signals import stop_on_signals
 from tradepipe.config import ConfigError, Settings
 from tradepipe.observability import Notifier, configure_logging, watchdog_interval
 from tradepipe.producer.service import Options, serve
@@ -41,7 +41,5 @@ def run(args: argparse.Namespace) -> int:
 async def main(settings: Settings, options: Options) -> int:
     """Signals only set the stop flag; :func:`serve` does the ordered shutdown."""
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     return await serve(settings, stop, options)

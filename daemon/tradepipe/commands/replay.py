@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 
+from tradepipe.commands.signals import stop_on_signals
 from tradepipe.core import SourceError
 from tradepipe.replay.options import ReplayOptions
 from tradepipe.replay.server import Emulator
@@ -147,9 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def serve(tape: Tape, options: ReplayOptions) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
 
     def log(line: str) -> None:
         (_out if line.startswith("replay finished") else _err)(line)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -96,11 +95,12 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tradepipe run: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    from tradepipe.commands.signals import stop_on_signals
     from tradepipe.local.pipeline import Plan, Running, serve
     from tradepipe.observability import configure_logging
 
     configure_logging(settings.log.level)
-    plan = Plan(kafka=settings.local.broker == "kafka", dashboard=not args.no_dashboard)
+    plan = Plan(dashboard=not args.no_dashboard)
 
     def ready(running: Running) -> None:
         if running.dashboard is not None:
@@ -108,9 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop)
         return await serve(settings, stop, plan, on_ready=ready)
 
     try:

@@ -1,7 +1,8 @@
 """``tradepipe sink [--config FILE]``: Kafka -> per-minute gzip NDJSON objects in S3.
 
-Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 on a fatal error (systemd restarts it),
-2 on invalid configuration.
+Exit status: 0 after a clean stop (SIGTERM/SIGINT, everything held written and committed), 1 on
+a fatal error (systemd restarts it) or a stop that left records held unwritten (logged with
+their partitions and offsets), 2 on invalid configuration.
 """
 
 from __future__ import annotations
@@ -30,14 +31,27 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tradepipe sink: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from tradepipe.observability import configure_logging
-    from tradepipe.sink.service import run as run_sink
-
-    configure_logging(settings.log.level)
     from aiokafka.errors import KafkaError
 
+    from tradepipe.commands.signals import stop_on_signals
+    from tradepipe.observability import Notifier, configure_logging, watchdog_interval
+    from tradepipe.sink import Options, serve
+
+    configure_logging(settings.log.level)
+    options = Options(
+        notifier=Notifier(os.environ.get("NOTIFY_SOCKET")),
+        watchdog_seconds=watchdog_interval(os.environ),
+    )
+
+    async def main() -> int:
+        """Signals only set the stop flag; :func:`tradepipe.sink.serve` does the ordered
+        shutdown."""
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        return await serve(settings, stop, options)
+
     try:
-        return asyncio.run(run_sink(settings, environ=dict(os.environ)))
+        return asyncio.run(main())
     except (OSError, KafkaError) as exc:  # e.g. the metrics port is taken, Kafka unreachable
         structlog.get_logger("tradepipe.sink").error("sink_failed", error=repr(exc))
         return 1

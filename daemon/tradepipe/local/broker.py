@@ -2,8 +2,10 @@
 
 It plugs into the two real components unchanged: the producer publishes to it through the
 :class:`~tradepipe.producer.output.TradeOutput` protocol (``start``/``publish``/``stop``), and the
-sink reads it through :class:`LocalConsumer`, the few consumer calls
-:class:`tradepipe.sink.service.Sink` makes of aiokafka.
+sink (:func:`tradepipe.sink.serve`, the same loop as with Kafka) reads it through
+:class:`LocalSource`: a :class:`LocalConsumer` (the :class:`tradepipe.sink.Consumer` protocol,
+checked by mypy), no group, the one partition assigned from the start (no checkpoint: nothing is
+kept across runs), reading until the broker is closed and read to the end (rule 4).
 
 Rules:
 1. **An append-only log with offsets.** Every published message gets the next offset, starting
@@ -25,12 +27,17 @@ import contextlib
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiokafka import TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 
 from tradepipe.producer.output import OutputUnavailable
 from tradepipe.producer.records import Record
+from tradepipe.sink.consumer import Consumer
+
+if TYPE_CHECKING:
+    from tradepipe.sink.service import Sink
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,31 +130,94 @@ class LocalBroker:
 
 
 class LocalConsumer:
-    """The calls :class:`tradepipe.sink.service.Sink` makes of an ``AIOKafkaConsumer``, served
-    from a :class:`LocalBroker`: one partition, always assigned, read from its start."""
+    """The :class:`tradepipe.sink.Consumer` calls, served from a :class:`LocalBroker`: one
+    partition, always assigned, read from its start."""
 
     def __init__(self, broker: LocalBroker, max_records: int = 10_000) -> None:
         self.broker, self.max_records = broker, max_records
         self._position = broker.start_offset
 
-    async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Any]]:
+    async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Message]]:
         messages = await self.broker.fetch(self._position, self.max_records, timeout_ms / 1000)
         if not messages:
             return {}
         self._position = messages[-1].offset + 1
         return {self.broker.tp: messages}
 
-    def highwater(self, tp: TopicPartition) -> int:
+    def assignment(self) -> frozenset[TopicPartition]:
+        return frozenset({self.broker.tp})
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Read from ``offset`` next (it must still be in the log)."""
+        self._check(partition)
+        if not self.broker.start_offset <= offset <= self.broker.end_offset:
+            raise ValueError(
+                f"seek to {offset} outside [{self.broker.start_offset}, {self.broker.end_offset}]"
+            )
+        self._position = offset
+
+    def highwater(self, partition: TopicPartition) -> int:
+        self._check(partition)
         return self.broker.end_offset
 
-    async def position(self, tp: TopicPartition) -> int:
+    async def position(self, partition: TopicPartition) -> int:
+        self._check(partition)
         return self._position
 
-    async def commit(self, offsets: Mapping[TopicPartition, Any]) -> None:
-        for meta in offsets.values():  # aiokafka's OffsetAndMetadata(offset, metadata)
+    async def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
+        for partition, meta in offsets.items():
+            self._check(partition)
             await self.broker.commit(meta.offset, meta.metadata)
+
+    def _check(self, partition: TopicPartition) -> None:
+        if partition != self.broker.tp:
+            raise ValueError(f"{partition} is not the local broker's partition {self.broker.tp}")
+
+    @property
+    def next_offset(self) -> int:
+        """The offset read next."""
+        return self._position
 
     @property
     def drained(self) -> bool:
         """Closed, and everything published was read."""
         return self.broker.closed and self._position >= self.broker.end_offset
+
+
+class LocalSource:
+    """The :class:`tradepipe.sink.Source` of local mode: the broker's one partition, assigned
+    from the start with no checkpoint; reading ends once the broker is closed and read to the
+    end (the stop flag is not needed: the pipeline closes the broker after the producer
+    handed everything over)."""
+
+    def __init__(self, broker: LocalBroker) -> None:
+        self.broker = broker
+        self._consumer = LocalConsumer(broker)
+
+    @property
+    def consumer(self) -> Consumer:
+        return self._consumer
+
+    async def start(self, sink: Sink) -> None:
+        sink.new_batcher(self.broker.tp, None)
+
+    async def stop(self) -> None:
+        return None  # no group to leave, no connection to close
+
+    def reading(self, stopping: bool) -> bool:
+        return not self._consumer.drained
+
+    def leftovers(self) -> list[dict[str, object]]:
+        """Messages never read (the shutdown's time ran out): lost with the process."""
+        position, end = self._consumer.next_offset, self.broker.end_offset
+        if position >= end:
+            return []
+        tp = self.broker.tp
+        return [
+            {
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "unread": end - position,
+                "unread_offsets": f"{position}-{end - 1}",
+            }
+        ]

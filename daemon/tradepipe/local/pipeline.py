@@ -2,15 +2,21 @@
 
     feed (Binance, or the replay emulator)          tradepipe.producer  (unchanged)
       -> broker: in-process log | Kafka              local.broker       | producer.kafka
-      -> minute objects: local folder | S3           tradepipe.sink     (Sink, writers)
+      -> minute objects: local folder | S3           tradepipe.sink     (serve, unchanged)
       -> upsert into trade_minutes: SQLite | MySQL   local.loader -> tradepipe.store
       -> dashboard                                   tradepipe.dashboard
 
 Each stand-in is swapped for the real component by configuration alone, one explicit key each:
-``local.broker = "kafka"`` -> Kafka (:class:`Plan`); ``sink.objects = "s3"`` -> S3
+``local.broker = "kafka"`` -> Kafka; ``sink.objects = "s3"`` -> S3
 (``s3.endpoint_url`` for S3-compatible servers); ``db.url = mysql://...`` -> MySQL. The command
 loads the settings on :data:`tradepipe.config.RUN_DEFAULTS` (sink grace 1 s, objects in
 ``sink.objects_dir``).
+
+The producer and the sink are the services themselves (``producer.serve`` and ``sink.serve``,
+each on its own stop flag); local mode only chooses their parts through their ``Options``: the
+in-process broker is the producer's output and the sink's record source
+(:class:`~tradepipe.local.broker.LocalSource`), and the sink's writer also hands each object to
+the loader.
 
 Lifecycle (:func:`serve`): migrate the database -> start the dashboard -> run the stages in one
 ``TaskGroup`` until ``stop`` is set -> shut down in pipeline order, so nothing accepted is lost:
@@ -18,7 +24,8 @@ Lifecycle (:func:`serve`): migrate the database -> start the dashboard -> run th
 1. the producer stops reading and publishes everything it accepted to the broker;
 2. the in-process broker closes; the sink reads the rest, writes every object it holds and
    commits (with Kafka, the sink stops reading and writes what it holds; anything not yet
-   consumed stays in Kafka, committed offsets say where to resume);
+   consumed stays in Kafka, committed offsets say where to resume) -- within
+   ``SINK_SHUTDOWN_SECONDS``, else what it could not write is logged and the status is 1;
 3. the loader upserts every object written (bounded: keys left over are logged);
 4. the dashboard stops.
 
@@ -28,9 +35,8 @@ A stage that crashes cancels the others and the exception propagates (exit statu
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import structlog
@@ -38,13 +44,14 @@ from prometheus_client import CollectorRegistry
 
 from tradepipe.config import Settings
 from tradepipe.dashboard import DashboardServer, open_reader
-from tradepipe.local.broker import LocalBroker, LocalConsumer
+from tradepipe.local.broker import LocalBroker, LocalSource
 from tradepipe.local.loader import NotifyingWriter, ObjectLoader
 from tradepipe.producer import Options, ProducerMetrics
 from tradepipe.producer import serve as serve_producer
+from tradepipe.sink import Options as SinkOptions
+from tradepipe.sink import open_writer
+from tradepipe.sink import serve as serve_sink
 from tradepipe.sink.metrics import SinkMetrics
-from tradepipe.sink.objects import LocalWriter, ObjectWriter, S3Writer
-from tradepipe.sink.service import POLL_MS, Sink
 from tradepipe.store import Store, connect, migrate, parse_db_url
 
 log = structlog.get_logger("tradepipe.local")
@@ -55,16 +62,18 @@ SINK_SHUTDOWN_SECONDS = 30.0
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Which real components replace the embedded stand-ins."""
+    """What the command line decides beyond the settings (the components are settings:
+    ``local.broker``, ``sink.objects``, ``db.url``)."""
 
-    kafka: bool = False  # else the in-process broker
     dashboard: bool = True
 
     def describe(self, settings: Settings) -> dict[str, str]:
         s3 = settings.s3
         return {
             "feed": settings.feed.ws_url,
-            "broker": f"kafka {settings.kafka.bootstrap_servers}" if self.kafka else "in-process",
+            "broker": f"kafka {settings.kafka.bootstrap_servers}"
+            if settings.local.broker == "kafka"
+            else "in-process",
             "objects": f"s3://{s3.bucket}/{s3.prefix}"
             + (f" at {s3.endpoint_url}" if s3.endpoint_url else "")
             if settings.sink.objects == "s3"
@@ -93,16 +102,6 @@ def migrate_db(url: str) -> list[str]:
         conn.close()
 
 
-@asynccontextmanager
-async def open_objects(settings: Settings) -> AsyncIterator[ObjectWriter]:
-    s3 = settings.s3
-    if settings.sink.objects == "s3":
-        async with S3Writer.open(s3.bucket, s3.endpoint_url, s3.region) as writer:
-            yield writer
-    else:
-        yield LocalWriter(settings.sink.objects_dir)
-
-
 async def serve(
     settings: Settings,
     stop: asyncio.Event,
@@ -118,13 +117,14 @@ async def serve(
     loader = ObjectLoader(store)
     broker = (
         None
-        if plan.kafka
+        if settings.local.broker == "kafka"
         else LocalBroker(settings.kafka.topic, settings.local.broker_max_messages)
     )
     status = 0
     async with AsyncExitStack() as stack:
         stack.push_async_callback(loader.close_store)
-        writer = NotifyingWriter(await stack.enter_async_context(open_objects(settings)), loader)
+        # sink.objects: the folder sink.objects_dir (the run default) or S3
+        writer = NotifyingWriter(await stack.enter_async_context(open_writer(settings)), loader)
         dashboard = None
         if plan.dashboard:
             dashboard = DashboardServer(open_reader(settings.db.url), settings.dashboard.listen)
@@ -132,18 +132,19 @@ async def serve(
         running = Running(settings, dashboard, loader, broker, registry)
         producer_stop, sink_stop = asyncio.Event(), asyncio.Event()
         producer_options = Options(output=broker, metrics=ProducerMetrics(registry))
+        sink_options = SinkOptions(
+            writer=writer,
+            metrics=SinkMetrics(registry),
+            shutdown_seconds=SINK_SHUTDOWN_SECONDS,
+            # the in-process broker: no group, and no metrics server of the sink's own
+            source=None if broker is None else LocalSource(broker),
+            serve_metrics=broker is None,
+        )
         async with asyncio.TaskGroup() as tg:
             producing = tg.create_task(
                 serve_producer(settings, producer_stop, producer_options), name="producer"
             )
-            if broker is not None:
-                sinking = tg.create_task(
-                    _sink_local(settings, broker, writer, SinkMetrics(registry)), name="sink"
-                )
-            else:
-                sinking = tg.create_task(
-                    _sink_kafka(settings, writer, SinkMetrics(registry), sink_stop), name="sink"
-                )
+            sinking = tg.create_task(serve_sink(settings, sink_stop, sink_options), name="sink")
             loading = tg.create_task(loader.run(), name="loader")
             log.info("running", dashboard=dashboard.url if dashboard else None)
             if on_ready is not None:
@@ -168,34 +169,3 @@ async def serve(
     s = loader.stats
     log.info("stopped", objects=s.objects, trades=s.trades, added=s.added, rows=s.rows)
     return status
-
-
-async def _sink_local(
-    settings: Settings, broker: LocalBroker, writer: ObjectWriter, metrics: SinkMetrics
-) -> int:
-    """The sink's own batching and flushing (:class:`Sink`), fed from the in-process broker
-    until it is closed and read to the end; then everything held is written (a cut)."""
-    consumer = LocalConsumer(broker)
-    sink = Sink(settings, consumer, writer, metrics)  # LocalConsumer: the calls Sink makes
-    sink.new_batcher(broker.tp, None)
-    while not consumer.drained:
-        records = await consumer.getmany(timeout_ms=POLL_MS)
-        sink.last_loop = time.monotonic()
-        await sink.consume(records)
-        await sink.idle(set(records))
-    try:
-        async with asyncio.timeout(SINK_SHUTDOWN_SECONDS):
-            await sink.drain()
-    except TimeoutError:
-        log.error("sink_drain_timeout", seconds=SINK_SHUTDOWN_SECONDS)
-        return 1
-    return 0
-
-
-async def _sink_kafka(
-    settings: Settings, writer: ObjectWriter, metrics: SinkMetrics, stop: asyncio.Event
-) -> int:
-    """``tradepipe sink`` itself, on our writer (so the loader hears of every object)."""
-    from tradepipe.sink.service import run as run_sink
-
-    return await run_sink(settings, stop=stop, handle_signals=False, metrics=metrics, writer=writer)

@@ -121,6 +121,17 @@ class PartitionBatcher:
     def held_records(self) -> int:
         return sum(len(g.lines) for g in self._open.values())
 
+    @property
+    def next_offset(self) -> int | None:
+        """The offset of the record expected next (``None`` before the first)."""
+        return self._position
+
+    def held_offsets(self) -> tuple[int, int] | None:
+        """``(first held, next to read)`` while records are held, for the shutdown's report."""
+        if not self._open or self._position is None:
+            return None
+        return min(g.first_offset for g in self._open.values()), self._position
+
     def add(self, offset: int, symbol: str | None, time_ms: int, line: bytes) -> list[Flush]:
         """The record at ``offset`` (``symbol=None``: malformed, not stored) -> flushes due."""
         flushes: list[Flush] = []

@@ -1,0 +1,93 @@
+"""The sink's records from Kafka: an ``AIOKafkaConsumer`` in the group ``kafka.group_id``.
+
+Offsets are committed by the sink only (no auto-commit), with the batcher's checkpoint as the
+offset's metadata; a partition assigned gets a batcher resumed from that checkpoint (read with
+the admin client, which returns the metadata). Records are read ``read_committed`` from the
+earliest offset when the group has none. Reading ends when the stop flag is set.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tradepipe.config import Settings
+from tradepipe.sink.checkpoint import Checkpoint, CheckpointError
+from tradepipe.sink.consumer import Consumer
+
+if TYPE_CHECKING:
+    from tradepipe.sink.service import Sink
+
+log = structlog.get_logger("tradepipe.sink")
+
+
+class KafkaSource:
+    """:class:`~tradepipe.sink.consumer.Source` of the consumer group ``kafka.group_id``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.kafka = kafka = settings.kafka
+        self._aiokafka = AIOKafkaConsumer(
+            bootstrap_servers=kafka.bootstrap_servers,
+            group_id=kafka.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        self._admin: AIOKafkaAdminClient | None = None
+
+    @property
+    def consumer(self) -> Consumer:
+        # the one place aiokafka's untyped consumer becomes a Consumer (sink/consumer.py);
+        # tests/sink/test_consumer.py checks the real class has every method of it
+        consumer: Consumer = self._aiokafka
+        return consumer
+
+    async def start(self, sink: Sink) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka.bootstrap_servers)
+        await admin.start()
+        self._admin = admin
+        listener = _Rebalance(sink, admin, self.kafka.group_id)
+        self._aiokafka.subscribe([self.kafka.topic], listener=listener)
+        await self._aiokafka.start()
+
+    async def stop(self) -> None:
+        """Leave the group (the consumer's stop), then close the admin client."""
+        try:
+            await self._aiokafka.stop()
+        finally:
+            if self._admin is not None:
+                await self._admin.close()
+
+    def reading(self, stopping: bool) -> bool:
+        return not stopping
+
+    def leftovers(self) -> list[dict[str, object]]:
+        return []  # records not read stay in Kafka: the committed offsets say where to resume
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """New partitions get a batcher resumed from the checkpoint committed with their offset."""
+
+    def __init__(self, sink: Sink, admin: AIOKafkaAdminClient, group_id: str) -> None:
+        self.sink, self.admin, self.group_id = sink, admin, group_id
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:  # uncommitted records are re-read by the next owner, same objects
+            self.sink.batchers.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        committed = await self.admin.list_consumer_group_offsets(
+            self.group_id, partitions=list(assigned)
+        )
+        for tp in assigned:
+            resume = None
+            meta = committed.get(tp)
+            if meta is not None and meta.offset >= 0 and meta.metadata:
+                try:
+                    resume = Checkpoint.from_metadata(meta.offset, meta.metadata)
+                except CheckpointError as exc:
+                    log.warning("checkpoint_ignored", partition=tp.partition, error=str(exc))
+            self.sink.new_batcher(tp, resume)
