@@ -16,7 +16,6 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
-import orjson
 import pytest
 from tests.dashboard.helpers import load, synthetic_trades
 
@@ -66,7 +65,7 @@ async def responses(db_url: str) -> dict[str, list[object]]:
 
 async def check(db_url: str) -> None:
     load(db_url, data_set())
-    recorded = orjson.loads(RECORDED.read_bytes())
+    recorded = msgspec.json.decode(RECORDED.read_bytes())
     got = await responses(db_url)
     assert list(got) == list(recorded)
     for query, answer in got.items():
@@ -85,5 +84,6 @@ async def test_responses_are_byte_identical_to_the_recording_mysql(mysql_db: str
 
 if __name__ == "__main__":  # regenerate (see the module docstring)
     load(sys.argv[1], data_set())
-    recording = orjson.dumps(asyncio.run(responses(sys.argv[1])), option=orjson.OPT_INDENT_2)
+    answers = asyncio.run(responses(sys.argv[1]))
+    recording = msgspec.json.format(msgspec.json.encode(answers), indent=2)
     RECORDED.write_bytes(recording + b"\n")
