@@ -26,6 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from structlog.testing import capture_logs
 from tests.sink.test_sink_service import (
     AWS_ENV,
+    FlakyProxy,
     names,  # noqa: F401 (fixture)
     objects_under,
     recorded_trades,
@@ -218,3 +219,45 @@ async def test_a_committed_offset_deleted_by_retention_is_counted_logged_and_unh
         assert run.value("offset_resets") == 0
         assert run.value("records_skipped") == 0
         assert not [e for e in run.logs if e["event"] == "offset_reset"]
+
+
+async def test_a_position_deleted_while_the_sink_is_stuck_on_s3_is_counted_exactly(
+    kafka_bootstrap: str,
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client_kwargs: dict[str, str],
+    names: dict[str, str],  # noqa: F811
+) -> None:
+    topic, prefix = names["topic"], names["prefix"]
+    recorded = recorded_trades()
+    # aiokafka buffers at most one fetch per partition (max_partition_fetch_bytes, 1 MB) while
+    # the sink is stuck; several MB more are certain to be fetched only after the deletion
+    more = recorded * 8
+    assert sum(map(len, more)) > 3_000_000
+    lines = recorded + more
+    await create_topic(kafka_bootstrap, topic)
+    await send(kafka_bootstrap, topic, recorded)
+    host, port = s3_endpoint.removeprefix("http://").rsplit(":", 1)
+    async with FlakyProxy((host, int(port))) as proxy:
+        settings = sink_settings(
+            kafka_bootstrap, proxy.url, s3_bucket, topic, names["group"], prefix
+        )
+        async with running(settings) as run:
+            # S3 is down: the first flush is retried and the sink reads nothing meanwhile
+            await run.until("a retried write", lambda: run.metrics.put_retries._value.get() >= 1)
+            await send(kafka_bootstrap, topic, more)
+            assert await delete_before(kafka_bootstrap, topic, len(lines)) == len(lines)
+            proxy.down = False
+            await run.until("the reset", lambda: run.value("offset_resets") > 0)
+            (reset,) = [e for e in run.logs if e["event"] == "offset_reset"]
+            fetched_to = reset["fetch_offset"]
+            assert 0 < fetched_to < len(lines)
+            assert reset["new_offset"] == len(lines)
+            assert reset["skipped"] == len(lines) - fetched_to
+            assert run.value("records_skipped") == len(lines) - fetched_to
+            objs = await wait_for_lines(s3_client_kwargs, s3_bucket, prefix, fetched_to)
+            status, text = await run.healthz()
+            assert status == 503 and "deleted by retention" in text
+    # what it had fetched is in S3 exactly once; the rest is exactly what it counted
+    objs = await objects_under(s3_client_kwargs, s3_bucket, prefix)
+    assert stored(objs) == sorted(lines[:fetched_to])

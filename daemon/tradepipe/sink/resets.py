@@ -11,14 +11,17 @@ out what other partitions had fetched): :class:`ResettingConsumer` catches it an
 - ``NoOffsetForPartitionError`` (the group has no committed offset for the partition: a first
   start): seeks to the beginning, as ``"earliest"`` would. Nothing is skipped; no alarm.
 - ``OffsetOutOfRangeError`` (it carries the fetch offset): reads the partition's log start and
-  end. Fetch offset below the log start: the records in between were deleted unread -- an
-  *offset reset*, resumed at the log start. Above the log end: the log was truncated or the
-  topic re-created -- also a reset, resumed at the log start, with the number skipped unknown
-  (counted as 0). Within the log (a transient answer, e.g. during a leader change): seeks to the
+  end (if that fails, the position stays and the next fetch fails and measures again). Fetch
+  offset below the log start: the records in between were deleted unread -- an *offset reset*,
+  resumed at the log start. Above the log end: the log was truncated or the topic re-created --
+  also a reset, resumed at the log start, with the number skipped unknown (counted as 0).
+  Within the log (a transient answer, e.g. during a leader change): seeks to the
   fetch offset again; no alarm.
 
-A reset is counted (``tradepipe_sink_offset_resets_total{partition}``, and the records it
-skipped in ``tradepipe_sink_records_skipped_total{partition}``), logged at error level
+A reset is counted (``tradepipe_sink_offset_resets_total{partition}``, and the offsets it
+skipped in ``tradepipe_sink_records_skipped_total{partition}``: the records deleted unread --
+an upper bound at a start from a checkpoint with open objects, whose replay window holds
+records already written that are counted too), logged at error level
 (``offset_reset``: topic, partition, committed offset, fetch offset, new offset, skipped), and
 latched on the sink (:meth:`~.service.Sink.offset_reset`) so ``/healthz`` answers 503 with the
 reason until the process is restarted -- the restart is the acknowledgement.
@@ -33,7 +36,7 @@ from typing import Any
 
 import structlog
 from aiokafka import TopicPartition
-from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
+from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
 from tradepipe.sink.consumer import Message
@@ -96,8 +99,20 @@ class ResettingConsumer:
         return {}
 
     async def _out_of_range(self, tp: TopicPartition, offset: int) -> None:
-        start = (await self._c.beginning_offsets([tp]))[tp]
-        end = (await self._c.end_offsets([tp]))[tp]
+        try:
+            start = (await self._c.beginning_offsets([tp]))[tp]
+            end = (await self._c.end_offsets([tp]))[tp]
+        except KafkaError as exc:
+            # The position is left as it is: the fetch is retried, fails the same way, and
+            # the measurement is tried again -- no reset goes unmeasured, nothing crashes.
+            log.warning(
+                "offset_out_of_range_unmeasured",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=offset,
+                error=repr(exc),
+            )
+            return
         if start <= offset <= end:
             log.warning(
                 "offset_out_of_range_transient",
@@ -109,7 +124,11 @@ class ResettingConsumer:
             )
             self._c.seek(tp, offset)
             return
-        committed: int | None = await self._c.committed(tp)
+        committed: int | None = None
+        try:
+            committed = await self._c.committed(tp)
+        except KafkaError as exc:  # only for the log line
+            log.warning("committed_offset_unknown", partition=tp.partition, error=repr(exc))
         reset = OffsetReset(
             tp.topic,
             tp.partition,
