@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer
 
 from tradepipe.local.broker import LocalBroker, LocalConsumer
 from tradepipe.sink.consumer import Consumer
+from tradepipe.sink.resets import ResettingConsumer
 
 METHODS = sorted(
     name
@@ -54,3 +55,17 @@ def test_real_consumers_have_every_protocol_method(cls: type, name: str) -> None
 def test_runtime_isinstance_of_both() -> None:
     assert isinstance(LocalConsumer(LocalBroker("t")), Consumer)
     assert issubclass(AIOKafkaConsumer, Consumer)
+
+
+def test_the_kafka_wrapper_is_a_consumer_and_aiokafka_has_what_it_calls() -> None:
+    # sink/resets.py's ResettingConsumer calls these beyond the protocol (aiokafka is untyped)
+    assert issubclass(ResettingConsumer, Consumer)
+    for name, coroutine in [
+        ("seek_to_beginning", True),
+        ("beginning_offsets", True),
+        ("end_offsets", True),
+        ("committed", True),
+    ]:
+        real = getattr(AIOKafkaConsumer, name, None)
+        assert real is not None, name
+        assert inspect.iscoroutinefunction(real) == coroutine, name

@@ -152,6 +152,35 @@ def test_delivery_guarantees(config: dict[str, Any], sink: dict[str, Any]) -> No
     assert config["timezone"] == "UTC"
 
 
+def test_offsets_are_committed_only_once_events_are_in_the_disk_buffer(
+    config: dict[str, Any],
+) -> None:
+    """The buffer/acknowledgement chain (vector/vector.toml's comments): every sink fed by the
+    kafka source, directly (no transform that could drop or fan out events on the way),
+    acknowledges end to end, into a single disk stage that blocks when full."""
+    sources = {n for n, s in config["sources"].items() if s["type"] == "kafka"}
+    assert sources
+    assert "transforms" not in config
+    fed = {n: s for n, s in config["sinks"].items() if set(s["inputs"]) & sources}
+    assert set(fed) == set(config["sinks"])
+    for name, sink in fed.items():
+        assert set(sink["inputs"]) <= sources, name
+        assert sink["acknowledgements"] == {"enabled": True}, name
+        buffer = sink["buffer"]
+        assert isinstance(buffer, dict), f"{name}: one buffer stage, not {buffer!r}"
+        assert buffer["type"] == "disk", name
+        assert buffer["when_full"] == "block", name
+        assert buffer["max_size"] >= 268435488, name
+    # a global default cannot turn the sink's off (sink-level wins), nor may it say otherwise
+    assert config.get("acknowledgements", {"enabled": True}) == {"enabled": True}
+    for name in sources:
+        src = config["sources"][name]
+        # the source commits acknowledged offsets on its own schedule: bounded re-delivery
+        assert 0 < src["commit_interval_ms"] <= 5000, name
+        assert "acknowledgements" not in src  # deprecated on sources (test_kafka_source)
+    assert config["data_dir"].startswith("/")  # the disk buffer survives restarts there
+
+
 def _sample_events(limit: int = 50) -> list[dict[str, Any]]:
     if not SAMPLE.exists():
         unavailable(f"recorded sample {SAMPLE} is absent (see ../shared/data/README.md)")

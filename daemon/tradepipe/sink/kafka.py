@@ -3,7 +3,9 @@
 Offsets are committed by the sink only (no auto-commit), with the batcher's checkpoint as the
 offset's metadata; a partition assigned gets a batcher resumed from that checkpoint (read with
 the admin client, which returns the metadata). Records are read ``read_committed`` from the
-earliest offset when the group has none. Reading ends when the stop flag is set.
+earliest offset when the group has none. An offset found deleted (retention passed it) is never
+reset silently: :mod:`.resets` counts it, logs it and makes ``/healthz`` say so. Reading ends
+when the stop flag is set.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from tradepipe.config import Settings
 from tradepipe.sink.checkpoint import Checkpoint, CheckpointError
 from tradepipe.sink.consumer import Consumer
+from tradepipe.sink.resets import OffsetReset, ResettingConsumer
 
 if TYPE_CHECKING:
     from tradepipe.sink.service import Sink
@@ -33,19 +36,27 @@ class KafkaSource:
             bootstrap_servers=kafka.bootstrap_servers,
             group_id=kafka.group_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            # "none": aiokafka raises instead of resetting; ResettingConsumer seeks itself,
+            # to the beginning for a partition with no commit, and alarms on a deleted offset
+            auto_offset_reset="none",
             isolation_level="read_committed",
         )
+        self._consumer = ResettingConsumer(self._aiokafka, self._reset)
         self._admin: AIOKafkaAdminClient | None = None
+        self._sink: Sink | None = None
 
     @property
     def consumer(self) -> Consumer:
-        # the one place aiokafka's untyped consumer becomes a Consumer (sink/consumer.py);
-        # tests/sink/test_consumer.py checks the real class has every method of it
-        consumer: Consumer = self._aiokafka
-        return consumer
+        # aiokafka's untyped consumer, wrapped; tests/sink/test_consumer.py checks the real
+        # class has every method the wrapper calls
+        return self._consumer
+
+    def _reset(self, reset: OffsetReset) -> None:
+        if self._sink is not None:  # (logged at error level by ResettingConsumer either way)
+            self._sink.offset_reset(reset)
 
     async def start(self, sink: Sink) -> None:
+        self._sink = sink
         admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka.bootstrap_servers)
         await admin.start()
         self._admin = admin

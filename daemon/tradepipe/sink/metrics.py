@@ -47,6 +47,18 @@ class SinkMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=r,
         )
+        self.offset_resets = Counter(
+            "tradepipe_sink_offset_resets_total",
+            "Offsets found deleted (retention) or past the log end, resumed at the log start",
+            ["partition"],
+            registry=r,
+        )
+        self.records_skipped = Counter(
+            "tradepipe_sink_records_skipped_total",
+            "Records deleted from Kafka before the sink read them (skipped by offset resets)",
+            ["partition"],
+            registry=r,
+        )
         self.commits = Counter(
             "tradepipe_sink_commits_total", "Offset commits (with checkpoint)", registry=r
         )

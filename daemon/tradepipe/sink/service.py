@@ -57,6 +57,7 @@ from tradepipe.sink.consumer import Consumer, Message, Source
 from tradepipe.sink.kafka import KafkaSource
 from tradepipe.sink.metrics import SinkMetrics
 from tradepipe.sink.objects import LocalWriter, ObjectWriter, S3Writer, retryable
+from tradepipe.sink.resets import OffsetReset
 
 log = structlog.get_logger("tradepipe.sink")
 
@@ -98,6 +99,8 @@ class Sink:
         self.prefix = settings.s3.prefix
         self.last_loop = time.monotonic()
         self.failing_since: float | None = None
+        # offset resets seen (sink/resets.py): /healthz is unhealthy until a restart
+        self.resets: list[OffsetReset] = []
 
     def new_batcher(self, tp: TopicPartition, resume: Checkpoint | None) -> None:
         s = self.settings.sink
@@ -285,8 +288,18 @@ class Sink:
         await self.consumer.commit({tp: OffsetAndMetadata(checkpoint.offset, meta)})
         self.metrics.commits.inc()
 
+    def offset_reset(self, reset: OffsetReset) -> None:
+        """Count a reset (sink/resets.py logged it) and latch it for ``/healthz``."""
+        partition = str(reset.partition)
+        self.metrics.offset_resets.labels(partition).inc()
+        self.metrics.records_skipped.labels(partition).inc(reset.skipped or 0)
+        self.resets.append(reset)
+
     def health(self) -> Health:
         now = time.monotonic()
+        if self.resets:
+            more = f" (+{len(self.resets) - 1} more)" if len(self.resets) > 1 else ""
+            return Health(False, self.resets[-1].reason + more)
         if now - self.last_loop > 30:
             return Health(False, f"consumer loop stalled for {now - self.last_loop:.0f}s")
         if self.failing_since is not None and now - self.failing_since > UNHEALTHY_PUT_SECONDS:
