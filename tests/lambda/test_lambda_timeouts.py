@@ -3,7 +3,8 @@ remaining time with DeadlineExceeded, writes nothing, and Lambda's retry then en
 
 Between the handler and MariaDB stands tests/store/silent.py's server on 127.0.0.1: one that
 accepts and never answers, one that sends MariaDB's greeting and then nothing, and a forwarder
-whose open connections go half-open (a warm connection whose path died without a FIN).
+whose open connections go half-open (a warm connection whose path died without a FIN); and
+MariaDB itself, holding the handler's transaction on a lock past the deadline.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
+import pymysql
 import pytest
 from tests.store.helpers import (
     BTC_FILE,
@@ -29,7 +31,7 @@ from tests.store.helpers import (
 from tests.store.silent import Silent
 
 from tradepipe.core import Trade
-from tradepipe.store import DeadlineExceeded
+from tradepipe.store import DeadlineExceeded, Store
 
 PREFIX = "trades/symbol={s}/date=2021-04-04/hour=20/minute=03/"
 REMAINING_S = 6.0  # the remaining time these invocations start with (test-chosen, short)
@@ -141,3 +143,52 @@ def test_half_open_warm_connection_and_no_answer_fails_cleanly_then_retry_is_exa
     module.handler(event, Context(REMAINING_S))  # Lambda's retry, on the same warm module
     assert stored(db) == expected(btc + eth)
     assert len(rejected_keys(s3, bucket)) == len(copies) + 1
+
+
+def sessions_of(admin: Any, database: str) -> int:
+    with admin.cursor() as cur:
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.processlist "
+            "WHERE db = %s AND id <> CONNECTION_ID()",
+            (database,),
+        )
+        return int(cur.fetchone()[0])
+
+
+def test_deadline_mid_transaction_commits_nothing_then_retry_is_exact(
+    handler: ModuleType, s3: Any, bucket: str, db: str
+) -> None:
+    """The transaction has rewritten one row (uncommitted) and waits on a lock another session
+    holds (MariaDB would wait 10 s) when the deadline comes: the handler gives up before the
+    remaining time, the server rolls the transaction back, and the retry ends exactly."""
+    btc = real_trades(BTC_FILE)
+    minute_04 = [t for t in btc if t.time_ms // 60_000 != btc[0].time_ms // 60_000]
+    Store(db).upsert(minute_04[:100])  # BTCUSDT 20:04 exists: the handler will rewrite it
+    before = stored(db)
+    event = s3_event(bucket, [put(s3, bucket, "BTCUSDT", btc)])
+    kw = mysql_kwargs(db)
+    holder = pymysql.connect(**kw)
+    admin = pymysql.connect(**kw, autocommit=True)
+    try:
+        idle = sessions_of(admin, kw["database"])  # the holder alone
+        holder.begin()
+        with holder.cursor() as cur:  # holds the gap where BTCUSDT 20:03 would be inserted
+            cur.execute(
+                "SELECT * FROM trade_minutes WHERE symbol = 'BTCUSDT' "
+                "AND `timestamp` = '2021-04-04 20:03:00' FOR UPDATE"
+            )
+        elapsed, error = timed_failure(handler, event)
+        assert elapsed < REMAINING_S, elapsed
+        assert "nothing committed" in str(error) and "timed out" in str(error)
+        holder.rollback()  # the server's side of the handler's transaction may now go on...
+        deadline = time.monotonic() + 30
+        while sessions_of(admin, kw["database"]) > idle:  # ...to find its client gone
+            assert time.monotonic() < deadline, "the handler's session never ended"
+            time.sleep(0.05)
+    finally:
+        holder.close()
+        admin.close()
+    assert stored(db) == before  # the rewritten 20:04 row was rolled back: no partial write
+    assert rejected_keys(s3, bucket) == []
+    handler.handler(event, Context(REMAINING_S))  # Lambda's retry, on the warm module
+    assert stored(db) == expected(btc + minute_04[:100])
