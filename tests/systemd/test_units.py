@@ -129,6 +129,19 @@ def test_unit_has_the_producers_hardening(name: str) -> None:
     assert "User" not in one and "ReadWritePaths" not in one  # DynamicUser + StateDirectory
 
 
+@pytest.mark.parametrize("name", ["producer", "sink"])
+def test_every_environment_line_sets_a_setting(name: str) -> None:
+    """``Environment=`` names are settings (an unknown variable would be ignored silently)."""
+    from tradepipe.config import Settings
+
+    env = environment(service(name)[0])
+    assert env
+    settings = Settings.load(None, env)
+    for variable, value in env.items():
+        section, key = variable.removeprefix("TRADEPIPE_").lower().split("_", 1)
+        assert getattr(getattr(settings, section), key) == value, variable
+
+
 def test_env_example_only_sets_known_settings() -> None:
     from tradepipe.config import Settings
 
