@@ -23,6 +23,15 @@ Environment:
 
 The database connection opens on first use and is reused by warm invocations (checked with a
 ping, reopened if it went away). Nothing secret is logged: URLs print without the password.
+
+Every wait on the database is bounded by the invocation's deadline: the remaining time
+(``context.get_remaining_time_in_millis()``; 60 s, the documented timeout, when there is no
+context) less ``DEADLINE_MARGIN_S``. The connect, the handshake, the ping of a warm connection
+and every statement get the time left as their socket timeouts, so a database that accepts the
+connection and never answers, or a warm connection gone half-open, fails with
+:class:`tradepipe.store.DeadlineExceeded` (nothing committed) before Lambda's own timeout: the
+invocation raises, and Lambda's retry -- on this environment, with a new connection -- is the
+one that happens, instead of a timed-out invocation.
 """
 
 from __future__ import annotations
@@ -46,6 +55,10 @@ from tradepipe.store import DbUrl, Store, parse_db_url
 
 # pymysql's "Access denied": the cached secret may have been rotated.
 ACCESS_DENIED = 1045
+# The invocation gives up on the database this long before Lambda's timeout.
+DEADLINE_MARGIN_S = 1.0
+# The remaining time assumed when called without a Lambda context (the documented timeout).
+DEFAULT_REMAINING_MS = 60_000
 
 
 class JsonFormatter(logging.Formatter):
@@ -146,7 +159,16 @@ def rejected_key(key: str) -> str:
     return REJECTED_PREFIX + key.removesuffix(".gz")
 
 
-def process_record(record: Mapping[str, Any], config: Config) -> dict[str, Any]:
+def deadline_of(context: Any) -> float:
+    """The invocation's deadline (``time.monotonic()``): its remaining time less the margin."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    remaining_ms = remaining() if callable(remaining) else DEFAULT_REMAINING_MS
+    return time.monotonic() + remaining_ms / 1000 - DEADLINE_MARGIN_S
+
+
+def process_record(
+    record: Mapping[str, Any], config: Config, deadline: float | None = None
+) -> dict[str, Any]:
     """One S3 event record -> its object's trades upserted; a summary for the log."""
     bucket = record["s3"]["bucket"]["name"]
     key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
@@ -167,7 +189,7 @@ def process_record(record: Mapping[str, Any], config: Config) -> dict[str, Any]:
             trades.append(item)
         else:
             rejected.append(item)
-    result = _store(config).upsert(trades)
+    result = _store(config).upsert(trades, deadline=deadline)
     if rejected:  # after the upsert: a failed quarantine put never holds back good trades
         _quarantine(config, bucket, key, rejected)
     summary = {
@@ -217,6 +239,7 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     if _Warm.config is None:
         _Warm.config = Config.from_environ(os.environ)
     config = _Warm.config
+    deadline = deadline_of(context)
     records = event.get("Records") or []
     summaries = []
     for record in records:
@@ -226,7 +249,7 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
             log.info("ignoring record", extra={"event_name": record.get("eventName")})
             continue
         try:
-            summaries.append(process_record(record, config))
+            summaries.append(process_record(record, config, deadline))
         except Exception as exc:
             log.exception("object failed", extra={"key": record["s3"]["object"]["key"]})
             if _access_denied(exc) and config.db_secret_id and _Warm.store is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import os
 import threading
 import time
 from types import ModuleType
@@ -120,6 +121,25 @@ def test_mixed_good_and_malformed_lines(
     warning = next(e for e in logs if e["msg"] == "rejected lines copied")
     assert warning["rejected"] == 3
     assert warning["reasons"] == {"bad_decimal": 1, "invalid_json": 1, "wrong_event": 1}
+
+
+def test_rejected_copy_is_put_only_after_the_upsert_committed(
+    handler: ModuleType, s3: Any, bucket: str, db: str
+) -> None:
+    """At the moment the handler's client sends the rejected/ copy, the object's good trades are
+    already committed (read from another connection): a failed copy never holds them back."""
+    trades = real_trades()[:50]
+    k = put(s3, bucket, key(name="order.ndjson.gz"), trades, extra=b"{not json\n")
+    seen: list[tuple[str, list[tuple[str, ...]]]] = []
+
+    def observe(params: dict[str, Any], **_: Any) -> None:
+        seen.append((params["Key"], stored(db)))
+
+    client = handler._s3(handler.Config.from_environ(os.environ))
+    client.meta.events.register("before-parameter-build.s3.PutObject", observe)
+    summary = handler.handler(s3_event(bucket, [k]), None)
+    assert summary["rejected"] == 1
+    assert seen == [("rejected/" + k.removesuffix(".gz"), expected(trades))]
 
 
 def test_truncated_gzip_raises_and_writes_nothing(

@@ -92,11 +92,16 @@ def test_zip_ships_exactly_the_lambda_lock(tmp_path: Path) -> None:
     assert shipped == {(name, str(pin.version)) for name, pin in pins.items()}
 
 
-def run_packaged(
-    tmp_path: Path, db: str, s3_client_kwargs: dict[str, str], event: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """dist/lambda.zip unpacked as Lambda does, run twice (cold, warm) on ``event`` in a fresh
-    venv holding only boto3; the handler's two return values."""
+def run_zip(
+    tmp_path: Path,
+    db: str,
+    s3_client_kwargs: dict[str, str],
+    stdin: str,
+    probe: str = PROBE,
+    extra_env: dict[str, str] | None = None,
+) -> str:
+    """dist/lambda.zip unpacked as Lambda does, ``probe`` run in a fresh venv holding only boto3
+    (``sys.argv[1]`` is the task folder, ``stdin`` its input); its stdout."""
     task = tmp_path / "task"  # what Lambda unpacks to /var/task
     zipfile.ZipFile(build_zip(tmp_path / "lambda.zip")).extractall(task)
     venv = tmp_path / "venv"
@@ -111,14 +116,27 @@ def run_packaged(
         "AWS_ACCESS_KEY_ID": s3_client_kwargs["aws_access_key_id"],
         "AWS_SECRET_ACCESS_KEY": s3_client_kwargs["aws_secret_access_key"],
         "AWS_DEFAULT_REGION": s3_client_kwargs["region_name"],
+        **(extra_env or {}),
     }
     proc = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", PROBE, str(task)],
-        input=json.dumps(event), capture_output=True, text=True, env=env,
+        [str(venv / "bin" / "python"), "-c", probe, str(task)],
+        input=stdin, capture_output=True, text=True, env=env,
         cwd=task, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    return [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    return proc.stdout
+
+
+def tagged(stdout: str, tag: str) -> list[Any]:
+    """The JSON values of the probe's lines starting with ``tag``."""
+    return [json.loads(line[len(tag) :]) for line in stdout.splitlines() if line.startswith(tag)]
+
+
+def run_packaged(
+    tmp_path: Path, db: str, s3_client_kwargs: dict[str, str], event: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """dist/lambda.zip run twice (cold, warm) on ``event``; the handler's two return values."""
+    return tagged(run_zip(tmp_path, db, s3_client_kwargs, json.dumps(event)), "RESULT ")
 
 
 def test_zip_runs_in_a_fresh_venv(

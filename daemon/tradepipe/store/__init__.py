@@ -5,7 +5,13 @@ No asyncio and no heavy dependencies (pymysql, stamina, sqlite3): the Lambda zip
 beside the core. Read :mod:`tradepipe.store.upsert` for the exactness rules.
 """
 
-from tradepipe.store.connection import Connection, Connector, connect, is_transient
+from tradepipe.store.connection import (
+    Connection,
+    Connector,
+    DeadlineExceeded,
+    connect,
+    is_transient,
+)
 from tradepipe.store.migrations import (
     Migration,
     MigrationError,
@@ -25,6 +31,7 @@ __all__ = [
     "Connector",
     "DbUrl",
     "DbUrlError",
+    "DeadlineExceeded",
     "Migration",
     "MigrationError",
     "MinuteReads",

@@ -11,6 +11,17 @@ database's write lock at once). Every value goes through a bound parameter.
 :class:`Connector` is the one way a connection is kept: opened on first use, checked before
 reuse, dropped after a connection error and opened again by the next use.
 
+**Deadlines.** A MySQL connection given a ``deadline`` (a ``time.monotonic()`` value; the
+Lambda's remaining time) arms pymysql's socket timeouts before every statement, commit and
+ping with the time left, so a server that accepts and never answers, or a warm connection that
+went half-open, fails that call when the time is up instead of blocking for ever; once it has
+passed, a call raises :class:`DeadlineExceeded` without touching the socket. A check before
+reuse (``ping``) gets at most ``PING_TIMEOUT_S`` of it, so a dead warm connection leaves time for
+a new one. (pymysql has no public setter: its ``_read_timeout``/``_write_timeout`` attributes
+are the ones it applies to the socket before each read and write. A timeout bounds each wait
+for bytes, so a server trickling a byte at a time could outlast it; a silent one cannot.)
+Without a deadline, waits are unbounded as before (``tradepipe load``, local mode).
+
 Error classes (:func:`is_transient`): deadlock (1213), lock wait timeout (1205), a duplicate key
 from a concurrent first insert (1062), and a lost or refused connection (2003, 2006, 2013, ...)
 are worth retrying the whole transaction; anything else is not.
@@ -19,6 +30,7 @@ are worth retrying the whole transaction; anything else is not.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,23 +50,47 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 LOCK_WAIT_TIMEOUT_S = 10
 # A reader answers a person waiting for a page: give up on an unreachable server sooner.
 READ_CONNECT_TIMEOUT_S = 5.0
+# The most of a deadline's time a liveness check of a warm connection may take.
+PING_TIMEOUT_S = 2.0
 
 Params = Sequence[Any]
 
 
-class Connection:
-    """One open connection and its dialect."""
+class DeadlineExceeded(TimeoutError):
+    """The caller's deadline passed before the database answered."""
 
-    def __init__(self, url: DbUrl, raw: Any) -> None:
+
+def time_left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (``time.monotonic()``), ``None`` without one."""
+    return None if deadline is None else deadline - time.monotonic()
+
+
+class Connection:
+    """One open connection and its dialect; ``deadline`` bounds every call (module docstring)."""
+
+    def __init__(self, url: DbUrl, raw: Any, deadline: float | None = None) -> None:
         self.url = url
         self.dialect = url.dialect
         self.raw = raw
         self.ph = "%s" if self.dialect == "mysql" else "?"
+        self.deadline = deadline
+
+    def _arm(self, at_most: float | None = None) -> None:
+        """Set the socket timeouts to the time left (capped at ``at_most``) before a call."""
+        if self.dialect != "mysql":
+            return
+        left = time_left(self.deadline)
+        if left is not None and left <= 0:
+            raise DeadlineExceeded("the deadline passed before the database answered")
+        if at_most is not None:
+            left = at_most if left is None else min(left, at_most)
+        self.raw._read_timeout = self.raw._write_timeout = left
 
     def quote(self, name: str) -> str:
         return f"`{name}`" if self.dialect == "mysql" else f'"{name}"'
 
     def query(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        self._arm()
         cur = self.raw.cursor()
         try:
             cur.execute(sql, tuple(params))
@@ -63,6 +99,7 @@ class Connection:
             cur.close()
 
     def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
+        self._arm()
         cur = self.raw.cursor()
         try:
             cur.executemany(sql, [tuple(r) for r in rows])
@@ -75,25 +112,31 @@ class Connection:
         if self.dialect == "sqlite":
             self.raw.execute("BEGIN IMMEDIATE")
         else:
+            self._arm()
             self.raw.begin()
         try:
             yield self
         except BaseException:
             self.rollback()
             raise
+        self._arm()
         self.raw.commit()
 
     def rollback(self) -> None:
         try:
+            self._arm()
             self.raw.rollback()
         except (pymysql.MySQLError, sqlite3.Error):
             pass  # the connection is gone: the server rolls back what was not committed
+        except DeadlineExceeded:
+            self.close()  # no time to ask: closing makes the server roll back
 
     def alive(self) -> bool:
         """A cheap check before reuse: ``ping`` on MySQL (without reconnecting)."""
         if self.dialect == "sqlite":
             return True
         try:
+            self._arm(at_most=PING_TIMEOUT_S)
             self.raw.ping(reconnect=False)
         except pymysql.MySQLError:
             return False
@@ -106,10 +149,15 @@ class Connection:
             pass  # already closed or broken: nothing left to release
 
 
-def connect(url: DbUrl, *, read_only: bool = False) -> Connection:
+def connect(url: DbUrl, *, read_only: bool = False, deadline: float | None = None) -> Connection:
+    """A new connection; with ``deadline``, opening it (TCP connect, handshake, the session's
+    settings) is bounded by it too, and :class:`DeadlineExceeded` if it has already passed."""
     if isinstance(url, SqliteUrl):
         return Connection(url, _connect_sqlite(url, read_only))
-    return Connection(url, _connect_mysql(url, read_only))
+    left = time_left(deadline)
+    if left is not None and left <= 0:
+        raise DeadlineExceeded(f"no time left to connect to {url}")
+    return Connection(url, _connect_mysql(url, read_only, left), deadline)
 
 
 def _connect_sqlite(url: SqliteUrl, read_only: bool) -> sqlite3.Connection:
@@ -122,7 +170,12 @@ def _connect_sqlite(url: SqliteUrl, read_only: bool) -> sqlite3.Connection:
     return sqlite3.connect(url.path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
 
 
-def _connect_mysql(url: MysqlUrl, read_only: bool) -> pymysql.connections.Connection[Any]:
+def _connect_mysql(
+    url: MysqlUrl, read_only: bool, left: float | None = None
+) -> pymysql.connections.Connection[Any]:
+    connect_timeout = (
+        min(url.connect_timeout, READ_CONNECT_TIMEOUT_S) if read_only else url.connect_timeout
+    )
     return pymysql.connect(
         host=url.host,
         port=url.port,
@@ -131,9 +184,9 @@ def _connect_mysql(url: MysqlUrl, read_only: bool) -> pymysql.connections.Connec
         database=url.database,
         charset="utf8mb4",
         autocommit=read_only,
-        connect_timeout=min(url.connect_timeout, READ_CONNECT_TIMEOUT_S)
-        if read_only
-        else url.connect_timeout,
+        connect_timeout=connect_timeout if left is None else min(connect_timeout, left),
+        read_timeout=left,  # the handshake and init_command wait on reads too
+        write_timeout=left,
         ssl={"ca": url.ssl_ca} if url.ssl_ca else None,
         init_command=(
             f"SET SESSION sql_mode = '{_SQL_MODE}', "
@@ -157,11 +210,14 @@ class Connector:
         self.url, self.read_only, self.on_open = url, read_only, on_open
         self._conn: Connection | None = None
 
-    def get(self) -> Connection:
-        if self._conn is not None and not self._conn.alive():
-            self.close()
+    def get(self, deadline: float | None = None) -> Connection:
+        """The connection, bounded by ``deadline`` from now on (see the module docstring)."""
+        if self._conn is not None:
+            self._conn.deadline = deadline
+            if not self._conn.alive():
+                self.close()
         if self._conn is None:
-            conn = connect(self.url, read_only=self.read_only)
+            conn = connect(self.url, read_only=self.read_only, deadline=deadline)
             try:
                 self.on_open(conn)
             except BaseException:

@@ -19,22 +19,35 @@ Rules:
    instead of overwriting its work. Deadlocks (1213), lock wait timeouts (1205) and lost
    connections roll back and the whole transaction is retried, bounded in attempts and time
    (stamina). A retry after an ambiguous commit is harmless by rule 3.
+6. **A deadline is kept.** ``upsert(trades, deadline=...)`` (the Lambda's remaining time) bounds
+   every wait on the database by it (``tradepipe.store.connection``, "Deadlines"), retries only
+   while at least ``MIN_ATTEMPT_S`` is left, and then raises :class:`DeadlineExceeded` naming
+   the last error: the transaction was never committed, so nothing of the batch is written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import stamina
 
 from tradepipe.core import IdRanges, MinuteKey, MinutePartial, Trade, aggregate, minute_of
-from tradepipe.store.connection import Connection, Connector, is_connection_error, is_transient
+from tradepipe.store.connection import (
+    Connection,
+    Connector,
+    DeadlineExceeded,
+    is_connection_error,
+    is_transient,
+    time_left,
+)
 from tradepipe.store.migrations import require_current
 from tradepipe.store.minutes import STORED_COLUMNS, TABLE, columns_sql, fetch_partials, values_of
 from tradepipe.store.url import DbUrl, parse_db_url
 
 _NONE = IdRanges()
+# Under a deadline, no new attempt starts with less than this left.
+MIN_ATTEMPT_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,28 +119,63 @@ class Store:
     def connection(self) -> Connection:
         return self._connector.get()
 
-    def upsert(self, trades: Sequence[Trade]) -> UpsertResult:
+    def upsert(self, trades: Sequence[Trade], *, deadline: float | None = None) -> UpsertResult:
+        """Rules 1-5; with ``deadline`` (``time.monotonic()``), rule 6."""
         if not trades:
             return UpsertResult(0, 0, 0)
+        budget = self.timeout
+        left = time_left(deadline)
+        if left is not None:
+            if left <= 0:
+                raise DeadlineExceeded("no time left to start the upsert")
+            budget = min(budget, left)
+        try:
+            return self._attempts(trades, deadline, budget)
+        except Exception as exc:
+            left = time_left(deadline)
+            if left is None or left >= MIN_ATTEMPT_S or not _timing(exc):
+                raise
+            raise DeadlineExceeded(
+                f"gave up on the database {max(left, 0.0):.1f} s before the deadline, "
+                f"nothing committed (last error: {type(exc).__name__}: {exc})"
+            ) from exc
+
+    def _attempts(
+        self, trades: Sequence[Trade], deadline: float | None, budget: float
+    ) -> UpsertResult:
         for attempt in stamina.retry_context(
-            on=is_transient,
+            on=_retryable(deadline),
             attempts=self.attempts,
-            timeout=self.timeout,
+            timeout=budget,
             wait_initial=0.05,
             wait_max=self.wait_max,
         ):
             with attempt:
-                conn = self.connection()
+                conn = self._connector.get(deadline)
                 try:
                     return upsert_trades(conn, trades)
                 except BaseException as exc:
-                    if is_connection_error(exc):
+                    if is_connection_error(exc) or isinstance(exc, DeadlineExceeded):
                         self.close()
                     raise
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     def close(self) -> None:
         self._connector.close()
+
+
+def _timing(exc: BaseException) -> bool:
+    """The error a deadline turns into :class:`DeadlineExceeded`: time ran out, or a transient
+    one (a lost connection, a lock wait) that there is no time left to retry."""
+    return isinstance(exc, DeadlineExceeded) or is_transient(exc)
+
+
+def _retryable(deadline: float | None) -> Callable[[Exception], bool]:
+    def retryable(exc: Exception) -> bool:
+        left = time_left(deadline)
+        return is_transient(exc) and (left is None or left >= MIN_ATTEMPT_S)
+
+    return retryable
 
 
 def stored_keys(trades: Sequence[Trade]) -> list[MinuteKey]:
