@@ -11,10 +11,10 @@
 #   make fuzz         the parser's coverage-guided fuzz target (atheris) for FUZZ_SECONDS (600);
 #                     corpus kept in fuzz/corpus/, crashing inputs in fuzz/ (make test runs
 #                     it for 20 s: tests/fuzz)
-#   make stack-up     start Kafka, MariaDB and S3 on 127.0.0.1 (scripts/stack, README "Local stack";
-#                     it runs on the venv's Python, so venv first)
+#   make stack-up     start Kafka, MariaDB and S3 on 127.0.0.1 (scripts/stack; docs/testing.md,
+#                     "Local stack"; it runs on the venv's Python, so venv first)
 #   make stack-down   stop them
-#   make lambda-zip   dist/lambda.zip for AWS Lambda (handler.handler; README "The Lambda: deployment")
+#   make lambda-zip   dist/lambda.zip for AWS Lambda (handler.handler; docs/lambda.md "Deployment")
 #   make demo         replay the shipped sample through `tradepipe run` (broker, objects, SQLite,
 #                     dashboard on http://127.0.0.1:8050/); Ctrl-C stops it (scripts/demo)
 #   make test-deps    what the tests need beyond the venv: Debian's chromium (dashboard page test)

@@ -239,7 +239,7 @@ class Component:
                 raise StackError(
                     f"{self.name}: port {', '.join(map(str, ports))} is already in use by a "
                     "process this script did not start; stop it or choose another port "
-                    "(see README, Local stack)"
+                    "(see docs/testing.md, Local stack)"
                 )
             shown = " ".join(a if len(a) < 300 else a[:60] + "..." for a in server.command_parts)
             out.write(f"\n=== {time.strftime('%F %T')} {shown}\n".encode())
@@ -812,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/stack",
         description="Local Kafka (KRaft), MariaDB and S3 (moto) on 127.0.0.1 for tests. "
-        "Data and logs under .stack/. See README, 'Local stack'.",
+        "Data and logs under .stack/. See docs/testing.md, 'Local stack'.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     comp: dict[str, Any] = {

@@ -214,7 +214,7 @@ class Producer:
 
     def _maybe_ready(self) -> None:
         # not waiting for the broker: systemd's start timeout must not kill a producer that
-        # reads and holds trades while Kafka is down (README "Kafka down at start")
+        # reads and holds trades while Kafka is down (docs/operations.md, "Kafka down at start")
         if self.ready.is_set() or not self.feed.connected:
             return
         self.ready.set()
