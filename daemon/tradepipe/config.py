@@ -13,7 +13,8 @@ Rules:
 3. Layers, later ones win: the field defaults, a command's defaults (:data:`RUN_DEFAULTS` for
    ``tradepipe run``), the TOML file, the environment. Under systemd, ``$STATE_DIRECTORY``
    decides ``feed.state_path`` unless ``TRADEPIPE_FEED_STATE_PATH`` is set.
-4. Unknown sections and keys are refused. An invalid value gives one :class:`ConfigError` line
+4. Unknown sections and keys are refused, and so are ``TRADEPIPE_<SECTION>_*`` variables that
+   name no key (except :data:`READ_ELSEWHERE`). An invalid value gives one :class:`ConfigError` line
    naming the key (and the environment variable when it came from there):
    ``sink.grace_seconds: expected number >= 0, got -1``. A password in a URL is shown as ``***``.
 
@@ -323,6 +324,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 elif key in values:
                     values[key] = _tidy(values[key], hint)
             tree[section] = values
+        _refuse_unknown_variables(environ)
         state_dir = _state_directory(environ)
         if state_dir is not None and env_name("feed", "state_path") not in environ:
             tree["feed"]["state_path"] = str(Path(state_dir) / STATE_FILE_NAME)
@@ -354,6 +356,30 @@ def require_objects_target(settings: Settings) -> None:
 
 def env_name(section: str, key: str) -> str:
     return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+
+
+# ``TRADEPIPE_<SECTION>_...`` variables that are not keys, read by something else on purpose.
+READ_ELSEWHERE = {
+    "TRADEPIPE_DB_SECRET_ID": "the Lambda's Secrets Manager secret (lambda/handler.py)",
+}
+
+
+def _refuse_unknown_variables(environ: Mapping[str, str]) -> None:
+    """A ``TRADEPIPE_<SECTION>_<KEY>`` variable whose section exists but whose key does not
+    (a typo, or a key renamed since the environment file was written) is an error, not
+    silently ignored: it would leave the key at its default (rule 4)."""
+    known = {env_name(section, key) for section, keys in SECTIONS.items() for key in keys}
+    prefixes = tuple(f"{ENV_PREFIX}{section.upper()}_" for section in SECTIONS)
+    unknown = sorted(
+        name
+        for name in environ
+        if name.startswith(prefixes) and name not in known and name not in READ_ELSEWHERE
+    )
+    if unknown:
+        raise ConfigError(
+            f"unknown variable(s) {', '.join(unknown)}: no such key "
+            "(every key and its variable: docs/configuration.md)"
+        )
 
 
 def redact(text: str) -> str:

@@ -204,3 +204,23 @@ def test_objects_in_s3_need_a_bucket() -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert 's3.bucket (TRADEPIPE_S3_BUCKET) is required when sink.objects = "s3"' in done.stderr
+
+
+def test_a_variable_of_a_known_section_that_names_no_key_is_refused() -> None:
+    """An environment file written for a renamed key (or with a typo) must not start the
+    service on the default silently."""
+    renamed = ("TRADEPIPE_SINK_LOCAL_DIR", "TRADEPIPE_LOCAL_OBJECTS_DIR", "TRADEPIPE_FEED_SYMBOL")
+    for name in renamed:
+        with pytest.raises(ConfigError, match=rf"^unknown variable\(s\) {name}: no such key"):
+            Settings.load(None, {name: "x"})
+    # read elsewhere on purpose, or of no section of ours: not looked at
+    settings = Settings.load(
+        None,
+        {
+            "TRADEPIPE_DB_SECRET_ID": "arn:aws:secretsmanager:x",
+            "TRADEPIPE_VECTOR_GROUP_ID": "g",
+            "TRADEPIPE_TEST_KAFKA": "127.0.0.1:1",
+            "TRADEPIPE_SINK_OBJECTS_DIR": "./objects",
+        },
+    )
+    assert settings.sink.objects_dir == "./objects"

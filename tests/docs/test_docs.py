@@ -19,11 +19,6 @@ from tradepipe.cli import COMMANDS
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 MARKDOWN = sorted([README, *(ROOT / "docs").glob("*.md"), ROOT / "vector" / "README.md"])
-# docs/configuration.md is written by the configuration part of issue 13 (its own branch): until
-# that branch is merged the links to it cannot resolve here, and that one target is an expected
-# failure (strict). The mark is applied only while the file is absent: once it exists, the links
-# into it (file and anchors) are checked like every other.
-PENDING = {ROOT / "docs" / "configuration.md"}
 
 
 def all_links() -> dict[Path, list[Link]]:
@@ -40,10 +35,7 @@ LINKS = all_links()
 def target_params() -> list[object]:
     params: list[object] = []
     for target in sorted(LINKS):
-        marks = []
-        if target in PENDING and not target.exists():
-            marks.append(pytest.mark.xfail(strict=True, reason="docs/configuration.md: #13 item 2"))
-        params.append(pytest.param(target, marks=marks, id=str(target.relative_to(ROOT))))
+        params.append(pytest.param(target, id=str(target.relative_to(ROOT))))
     return params
 
 
