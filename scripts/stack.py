@@ -80,6 +80,10 @@ for _name in ("aiokafka", "botocore"):
     logging.getLogger(_name).propagate = False
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: scripts/ is on the path, the root is not
+    sys.path.insert(0, str(ROOT))
+from scripts.kafka_config import render as render_kafka_config  # noqa: E402 (needs the root)
+
 STACK_DIR = Path(os.environ.get("STACK_DIR", ROOT / ".stack")).resolve()
 HOST = "127.0.0.1"
 
@@ -388,11 +392,12 @@ def kafka_prepare() -> None:
     kdir = STACK_DIR / "kafka"
     data = kdir / "data"
     props = kdir / "server.properties"
-    template = (ROOT / "stack" / "kafka" / "server.properties.in").read_text()
+    # the broker settings the EC2 host runs too, with the test role's values (roles.toml)
     props.write_text(
-        template.replace("@PORT@", str(KAFKA_PORT))
-        .replace("@CONTROLLER_PORT@", str(KAFKA_CONTROLLER_PORT))
-        .replace("@LOG_DIR@", str(data))
+        render_kafka_config(
+            "test",
+            {"PORT": KAFKA_PORT, "CONTROLLER_PORT": KAFKA_CONTROLLER_PORT, "LOG_DIR": data},
+        )
     )
     if (data / "meta.properties").exists():
         return
