@@ -18,6 +18,12 @@
 #   make demo         replay the shipped sample through `tradepipe run` (broker, objects, SQLite,
 #                     dashboard on http://127.0.0.1:8050/); Ctrl-C stops it (scripts/demo)
 #   make test-deps    what the tests need beyond the venv: Debian's chromium (dashboard page test)
+#   make deploy STACK=name BUCKET=trades-bucket [ARTIFACTS=bucket] [PARAMS='Key=Value ...']
+#                     the whole pipeline on AWS (deploy/tradepipe.yaml; docs/deploy.md): builds
+#                     dist/lambda.zip and dist/host-bundle.tar.gz, uploads them to ARTIFACTS
+#                     (default BUCKET-artifacts), `aws cloudformation deploy`; again to update
+#   make destroy STACK=name   delete the stack (the trades bucket is kept: docs/deploy.md)
+#   make deploy-venv  .venv-deploy: awscli, cfn-lint, checkov, shellcheck (requirements/deploy.txt)
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -28,7 +34,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # ruff gets the source folders that exist (bench/ and lambda/ may hold no Python yet)
-LINT_PATHS = $(wildcard daemon lambda tests bench scripts)
+LINT_PATHS = $(wildcard daemon lambda tests bench scripts deploy)
 
 .PHONY: help venv test test-deps lint stack-up stack-down stack-status demo
 
@@ -67,6 +73,36 @@ lock:  # needs only uv (the venv's, from the test lock; else installed), not an 
 	  -o requirements/test.txt
 	$(UV_COMPILE) --python-platform x86_64-manylinux2014 --only-binary :all: \
 	  requirements/lambda.in -o requirements/lambda.txt
+	$(UV_COMPILE) --python-platform x86_64-manylinux_2_28 requirements/deploy.in \
+	  -o requirements/deploy.txt
+
+# The deploy tools in a virtualenv of their own: their pinned trees (botocore, pydantic...)
+# conflict with the test lock's (requirements/deploy.in says why).
+DEPLOY_VENV := .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
+.PHONY: deploy-venv host-bundle deploy destroy
+deploy-venv: $(DEPLOY_STAMP)
+
+$(DEPLOY_STAMP): requirements/deploy.txt
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+	  -r requirements/deploy.txt
+	touch $@
+
+host-bundle: venv
+	$(BIN)/python deploy/bundle.py dist/host-bundle.tar.gz
+
+ARTIFACTS ?= $(BUCKET)-artifacts
+PARAMS ?=
+deploy: venv deploy-venv
+	@test -n "$(STACK)" && test -n "$(BUCKET)" || { \
+	  echo "usage: make deploy STACK=name BUCKET=trades-bucket [ARTIFACTS=bucket] [PARAMS='Key=Value ...']" >&2; exit 2; }
+	$(MAKE) --no-print-directory lambda-zip host-bundle
+	PATH="$(CURDIR)/$(DEPLOY_VENV)/bin:$$PATH" deploy/aws-deploy deploy $(STACK) $(BUCKET) $(ARTIFACTS) $(PARAMS)
+
+destroy: deploy-venv
+	@test -n "$(STACK)" || { echo "usage: make destroy STACK=name" >&2; exit 2; }
+	PATH="$(CURDIR)/$(DEPLOY_VENV)/bin:$$PATH" deploy/aws-deploy destroy $(STACK)
 
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)

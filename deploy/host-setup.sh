@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# Install the tradepipe host from its bundle (deploy/bundle.py): Java, Kafka (KRaft, one node),
+# tradepipe (the bundle's wheel, from the hashed lock requirements/local.txt), Vector or
+# `tradepipe sink`; the repository's units; `tradepipe migrate` once; then start everything.
+# Run as root by the EC2 user data of deploy/tradepipe.yaml, on Amazon Linux 2023 (dnf):
+#
+#   host-setup.sh --bundle DIR --bundle-key KEY --region REGION --bucket BUCKET \
+#                 --sink vector|sink --symbols btcusdt,ethusdt --db-secret SECRET_ARN \
+#                 [--root DIR] [--files-only]
+#
+# The user data runs it at every boot: with the KEY installed last time
+# (/opt/tradepipe/installed-bundle) it does nothing; with a new one it installs again
+# (idempotent: the broker's cluster id and log are kept, migrate is a no-op when up to date)
+# and restarts the services.
+# `host-setup.sh --secret-url < SECRET_STRING` prints the database URL of a secret's string.
+# --files-only writes only the files (units, broker settings, environment files) under --root
+# (default /) and installs, migrates and starts nothing: tests/deploy runs it that way and
+# compares what it wrote with the repository. Every step is printed; the first error stops it.
+set -euo pipefail
+
+bundle="" bundle_key="" region="" bucket="" sink="" symbols="" secret="" root="" files_only=0
+mode=install
+if [[ "${1:-}" == --secret-url ]]; then
+  mode="secret-url"
+  shift
+fi
+while (($#)); do
+  case "$1" in
+    --bundle) bundle="$2"; shift 2 ;;
+    --bundle-key) bundle_key="$2"; shift 2 ;;
+    --region) region="$2"; shift 2 ;;
+    --bucket) bucket="$2"; shift 2 ;;
+    --sink) sink="$2"; shift 2 ;;
+    --symbols) symbols="$2"; shift 2 ;;
+    --db-secret) secret="$2"; shift 2 ;;
+    --root) root="${2%/}"; shift 2 ;;
+    --files-only) files_only=1; shift ;;
+    *) echo "host-setup: unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+if [[ "$mode" == install ]]; then
+  for name in bundle bundle_key region bucket sink symbols secret; do
+    flag="${name/secret/db-secret}"
+    [[ -n "${!name}" ]] || { echo "host-setup: --${flag/_/-} is required" >&2; exit 2; }
+  done
+  [[ "$sink" == vector || "$sink" == sink ]] || { echo "host-setup: --sink vector|sink" >&2; exit 2; }
+  [[ -f "$bundle/kafka/server.properties" ]] || { echo "host-setup: $bundle: no bundle" >&2; exit 2; }
+fi
+
+step() { printf '== host-setup: %s\n' "$*"; }
+run() { printf '+ %s\n' "$*"; "$@"; }
+# the other service: Vector or the built-in sink
+if [[ "$sink" == vector ]]; then mover=tradepipe-vector; else mover=tradepipe-sink; fi
+
+install_system_packages() {
+  step "Java 17 and Python 3.11"
+  run dnf install -y -q java-17-amazon-corretto-headless python3.11 python3.11-pip
+  if [[ "$sink" == vector ]]; then
+    step "Vector (its own rpm repository)"
+    curl --proto '=https' --tlsv1.2 -sSfL https://setup.vector.dev -o /tmp/vector-setup.sh
+    run bash /tmp/vector-setup.sh
+    run dnf install -y -q vector
+    run systemctl disable --now vector.service || true  # tradepipe-vector.service runs it
+  fi
+}
+
+kafka_cluster_id() {
+  # Kafka's cluster id: 16 random bytes, url-safe base64 without padding, not starting with "-"
+  local id="-"
+  while [[ "$id" == -* ]]; do
+    id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+  done
+  printf '%s' "$id"
+}
+
+install_files() {
+  step "Kafka: jars, settings (stack/kafka/server.properties.in, role host), unit"
+  install -d -m 0755 "$root/opt/kafka/libs" "$root/etc/kafka" "$root/etc/systemd/system" \
+    "$root/etc/tradepipe"
+  shopt -s nullglob
+  local jars=("$bundle"/kafka/libs/*.jar)
+  shopt -u nullglob
+  ((${#jars[@]} == 0)) || install -m 0644 "${jars[@]}" "$root/opt/kafka/libs/"
+  install -m 0644 "$bundle/kafka/server.properties" "$root/etc/kafka/server.properties"
+  install -m 0644 "$bundle/stack/kafka/log4j2.xml" "$root/etc/kafka/log4j2.xml"
+  if [[ ! -s "$root/etc/kafka/cluster.env" ]]; then  # kept across re-runs: the log is formatted
+    printf 'KAFKA_CLUSTER_ID=%s\n' "$(kafka_cluster_id)" >"$root/etc/kafka/cluster.env"
+  fi
+
+  step "units: kafka, tradepipe-producer, $mover (the repository's, unchanged)"
+  for unit in kafka tradepipe-producer "$mover"; do
+    install -m 0644 "$bundle/systemd/$unit.service" "$root/etc/systemd/system/$unit.service"
+  done
+
+  step "settings: /etc/tradepipe"
+  sed "s/^TRADEPIPE_FEED_SYMBOLS=.*/TRADEPIPE_FEED_SYMBOLS=$symbols/" \
+    "$bundle/systemd/tradepipe.env.example" >"$root/etc/tradepipe/tradepipe.env"
+  chmod 0644 "$root/etc/tradepipe/tradepipe.env"
+  if [[ "$sink" == vector ]]; then
+    install -m 0644 "$bundle/vector/vector.toml" "$root/etc/tradepipe/vector.toml"
+    cat >"$root/etc/tradepipe/vector.env" <<EOF
+TRADEPIPE_S3_BUCKET=$bucket
+TRADEPIPE_S3_REGION=$region
+TRADEPIPE_S3_ENDPOINT_URL=https://s3.$region.amazonaws.com
+TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092
+EOF
+  else
+    # credentials: the instance role (no keys in any file)
+    cat >"$root/etc/tradepipe/tradepipe.toml" <<EOF
+# tradepipe sink on the deployed host (deploy/host-setup.sh); every key: docs/configuration.md
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+
+[sink]
+objects = "s3"
+
+[s3]
+bucket = "$bucket"
+region = "$region"
+EOF
+    chmod 0644 "$root/etc/tradepipe/tradepipe.toml"
+  fi
+}
+
+install_tradepipe() {
+  step "tradepipe: /opt/tradepipe/venv from requirements/local.txt (hashed) and the wheel"
+  [[ -x /opt/tradepipe/venv/bin/python ]] || run python3.11 -m venv /opt/tradepipe/venv
+  run /opt/tradepipe/venv/bin/pip install -q --disable-pip-version-check --require-hashes \
+    -r "$bundle/requirements/local.txt"
+  local wheels=("$bundle"/dist/tradepipe-*.whl)
+  run /opt/tradepipe/venv/bin/pip install -q --disable-pip-version-check --no-deps \
+    --force-reinstall "${wheels[0]}"
+}
+
+secret_url() {
+  # A secret's string on stdin -> the database URL on stdout: the string is the URL itself or
+  # RDS's JSON (username, password, host, port, dbname), the two shapes the Lambda reads
+  # (lambda/handler.py, url_from_secret; tests/deploy checks both give the same URL).
+  python3 -c '
+import json, sys, urllib.parse
+text = sys.stdin.read().strip()
+s = json.loads(text) if text.startswith("{") else {"url": text}
+if "url" in s:
+    print(s["url"])
+else:
+    u = {k: urllib.parse.quote(str(s[k]), safe="") for k in ("username", "password")}
+    print("mysql://%s:%s@%s:%s/%s" % (
+        u["username"], u["password"], s["host"], s.get("port", 3306), s["dbname"]))
+'
+}
+
+database_url() {
+  aws secretsmanager get-secret-value --region "$region" --secret-id "$secret" \
+    --query SecretString --output text | secret_url
+}
+
+migrate() {
+  step "tradepipe migrate (once; the database may still be starting: up to 30 tries, 10 s apart)"
+  local url attempt
+  url="$(database_url)"
+  for attempt in $(seq 1 30); do
+    # the URL in the environment, not on a command line other users can read
+    if TRADEPIPE_DB_URL="$url" /opt/tradepipe/venv/bin/tradepipe migrate; then
+      return 0
+    fi
+    echo "host-setup: migrate attempt $attempt failed; retrying in 10 s" >&2
+    sleep 10
+  done
+  echo "host-setup: tradepipe migrate failed 30 times: the Lambda will refuse every object" >&2
+  return 1
+}
+
+start_services() {
+  step "(re)start: kafka, tradepipe-producer, $mover"
+  run systemctl daemon-reload
+  run systemctl enable kafka.service tradepipe-producer.service "$mover.service"
+  run systemctl restart kafka.service
+  run systemctl restart tradepipe-producer.service "$mover.service"
+}
+
+installed="/opt/tradepipe/installed-bundle"
+
+if [[ "$mode" == secret-url ]]; then
+  secret_url
+  exit 0
+fi
+if ((files_only)); then
+  install_files
+  exit 0
+fi
+[[ -z "$root" ]] || { echo "host-setup: --root only with --files-only" >&2; exit 2; }
+if [[ -f "$installed" && "$(cat "$installed")" == "$bundle_key" ]]; then
+  step "bundle $bundle_key is installed: nothing to do (systemd starts the services)"
+  exit 0
+fi
+install_system_packages
+install_files
+install_tradepipe
+migrate
+start_services
+printf '%s\n' "$bundle_key" >"$installed"
+step "done: bundle $bundle_key"
