@@ -1,0 +1,140 @@
+"""deploy/host-setup.sh, the host's installer, on what can run here: the bundle deploy/bundle.py
+writes (without the wheel's and the jars' bulk), unpacked with ``tar`` as the user data unpacks
+it, installed with ``--files-only`` into a temporary root. What it writes must be the
+repository's units and broker settings unchanged, and settings every service accepts. The
+package installs (dnf, pip), ``tradepipe migrate`` and systemctl run only on the host."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from scripts.kafka_config import render
+from tests.deploy.template import ROOT
+from tests.store.helpers import load_handler
+
+from tradepipe.config import Settings, require_objects_target
+from tradepipe.store import parse_db_url
+
+SETUP = ROOT / "deploy" / "host-setup.sh"
+SYSTEMD = ROOT / "systemd"
+
+
+def bundle_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("deploy_bundle", ROOT / "deploy" / "bundle.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    """The bundle's files (a stand-in wheel, no jars), through the real tar.gz and ``tar -x``."""
+    mod = bundle_module()
+    wheel = tmp_path / "tradepipe-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"stand-in")
+    archive = tmp_path / "bundle.tar.gz"
+    mod.write(archive, mod.members(wheel, []))
+    out = tmp_path / "bundle"
+    out.mkdir()
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(out)], check=True)
+    return out
+
+
+def setup(bundle: Path, root: Path, sink: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(bundle / "deploy" / "host-setup.sh"), "--files-only", "--root", str(root),
+         "--bundle", str(bundle), "--bundle-key", "host/abc.tar.gz", "--region", "eu-west-1",
+         "--bucket", "tp-trades", "--sink", sink, "--symbols", "btcusdt,ethusdt",
+         "--db-secret", "arn:aws:secretsmanager:eu-west-1:1:secret:x", *extra],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def env_file(path: Path) -> dict[str, str]:
+    return dict(
+        line.split("=", 1) for line in path.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("sink", ["sink", "vector"])
+def test_files_only_writes_the_repositorys_units_and_settings(
+    bundle: Path, tmp_path: Path, sink: str
+) -> None:
+    root = tmp_path / "root"
+    res = setup(bundle, root, sink)
+    assert res.returncode == 0, res.stdout + res.stderr
+    mover = f"tradepipe-{sink}"
+    units = root / "etc" / "systemd" / "system"
+    assert sorted(p.name for p in units.iterdir()) == sorted(
+        ["kafka.service", "tradepipe-producer.service", f"{mover}.service"]
+    )
+    for unit in units.iterdir():
+        assert unit.read_bytes() == (SYSTEMD / unit.name).read_bytes(), unit.name
+    kafka = root / "etc" / "kafka"
+    assert (kafka / "server.properties").read_text() == render("host")
+    assert (kafka / "log4j2.xml").read_bytes() == (ROOT / "stack/kafka/log4j2.xml").read_bytes()
+    cluster = env_file(kafka / "cluster.env")["KAFKA_CLUSTER_ID"]
+    assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{21}", cluster), cluster
+
+    # the producer's environment: the example with the stack's symbols, valid settings
+    env = env_file(root / "etc" / "tradepipe" / "tradepipe.env")
+    example = env_file(SYSTEMD / "tradepipe.env.example")
+    assert env == example | {"TRADEPIPE_FEED_SYMBOLS": "btcusdt,ethusdt"}
+    settings = Settings.load(None, env)
+    assert settings.feed.symbols == ["btcusdt", "ethusdt"]
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
+    if sink == "sink":
+        toml = root / "etc" / "tradepipe" / "tradepipe.toml"  # the sink unit's --config
+        assert f"--config /etc/tradepipe/{toml.name}" in (SYSTEMD / f"{mover}.service").read_text()
+        sink_settings = Settings.load(toml, {})
+        require_objects_target(sink_settings)
+        assert (sink_settings.sink.objects, sink_settings.s3.bucket, sink_settings.s3.region) == (
+            "s3", "tp-trades", "eu-west-1")  # fmt: skip
+        tomllib.loads(toml.read_text())
+    else:
+        vector = root / "etc" / "tradepipe"
+        assert (vector / "vector.toml").read_bytes() == (ROOT / "vector/vector.toml").read_bytes()
+        assert env_file(vector / "vector.env") == {
+            "TRADEPIPE_S3_BUCKET": "tp-trades", "TRADEPIPE_S3_REGION": "eu-west-1",
+            "TRADEPIPE_S3_ENDPOINT_URL": "https://s3.eu-west-1.amazonaws.com",
+            "TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
+        }  # fmt: skip
+
+    # again (every boot with a new bundle): same files, the broker's cluster id kept
+    assert setup(bundle, root, sink).returncode == 0
+    assert env_file(kafka / "cluster.env")["KAFKA_CLUSTER_ID"] == cluster
+
+
+def test_a_missing_argument_is_refused_with_its_name(bundle: Path, tmp_path: Path) -> None:
+    res = subprocess.run([str(SETUP), "--files-only", "--bundle", str(bundle)],
+                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert res.returncode == 2 and "--bundle-key is required" in res.stderr
+    res = setup(bundle, tmp_path / "root", "kinesis")
+    assert res.returncode == 2 and "--sink vector|sink" in res.stderr
+    assert not (tmp_path / "root").exists()  # nothing written
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "mysql://tp:pw@db.example:3306/tradepipe",
+        '{"username": "tradepipe", "password": "p@ss/w:rd %20", "dbname": "tradepipe",'
+        ' "host": "db.x.rds.amazonaws.com", "port": 3306, "engine": "mysql"}',
+        '{"username": "u", "password": "p", "dbname": "d", "host": "h"}',
+        '{"url": "mysql://a:b@c:3307/d"}',
+    ],
+)
+def test_the_migrate_url_is_the_one_the_lambda_reads(secret: str) -> None:
+    """host-setup.sh's reading of the database secret (for ``tradepipe migrate``) and the
+    handler's give the same URL, password included, for every shape of the secret."""
+    res = subprocess.run([str(SETUP), "--secret-url"], input=secret, capture_output=True,
+                         text=True, timeout=60, check=True)  # fmt: skip
+    assert parse_db_url(res.stdout.strip()) == load_handler().url_from_secret(secret)
