@@ -19,11 +19,12 @@
 set -euo pipefail
 
 bundle="" bundle_key="" region="" bucket="" sink="" symbols="" secret="" root="" files_only=0
+venv=/opt/tradepipe/venv attempts=30 delay=10
 mode=install
-if [[ "${1:-}" == --secret-url ]]; then
-  mode="secret-url"
-  shift
-fi
+case "${1:-}" in
+  --secret-url) mode="secret-url"; shift ;;
+  --migrate-only) mode="migrate-only"; shift ;;
+esac
 while (($#)); do
   case "$1" in
     --bundle) bundle="$2"; shift 2 ;;
@@ -35,6 +36,9 @@ while (($#)); do
     --db-secret) secret="$2"; shift 2 ;;
     --root) root="${2%/}"; shift 2 ;;
     --files-only) files_only=1; shift ;;
+    --venv) venv="$2"; shift 2 ;;
+    --migrate-attempts) attempts="$2"; shift 2 ;;
+    --migrate-delay) delay="$2"; shift 2 ;;
     *) echo "host-setup: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -123,12 +127,12 @@ EOF
 }
 
 install_tradepipe() {
-  step "tradepipe: /opt/tradepipe/venv from requirements/local.txt (hashed) and the wheel"
-  [[ -x /opt/tradepipe/venv/bin/python ]] || run python3.11 -m venv /opt/tradepipe/venv
-  run /opt/tradepipe/venv/bin/pip install -q --disable-pip-version-check --require-hashes \
+  step "tradepipe: $venv from requirements/local.txt (hashed) and the wheel"
+  [[ -x "$venv/bin/python" ]] || run python3.11 -m venv "$venv"
+  run "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes \
     -r "$bundle/requirements/local.txt"
   local wheels=("$bundle"/dist/tradepipe-*.whl)
-  run /opt/tradepipe/venv/bin/pip install -q --disable-pip-version-check --no-deps \
+  run "$venv/bin/pip" install -q --disable-pip-version-check --no-deps \
     --force-reinstall "${wheels[0]}"
 }
 
@@ -155,18 +159,20 @@ database_url() {
 }
 
 migrate() {
-  step "tradepipe migrate (once; the database may still be starting: up to 30 tries, 10 s apart)"
+  step "tradepipe migrate (once; the database may still be starting: $attempts tries, $delay s apart)"
   local url attempt
   url="$(database_url)"
-  for attempt in $(seq 1 30); do
+  for ((attempt = 1; attempt <= attempts; attempt++)); do
     # the URL in the environment, not on a command line other users can read
-    if TRADEPIPE_DB_URL="$url" /opt/tradepipe/venv/bin/tradepipe migrate; then
+    if TRADEPIPE_DB_URL="$url" "$venv/bin/tradepipe" migrate; then
       return 0
     fi
-    echo "host-setup: migrate attempt $attempt failed; retrying in 10 s" >&2
-    sleep 10
+    if ((attempt < attempts)); then
+      echo "host-setup: migrate attempt $attempt failed; retrying in $delay s" >&2
+      sleep "$delay"
+    fi
   done
-  echo "host-setup: tradepipe migrate failed 30 times: the Lambda will refuse every object" >&2
+  echo "host-setup: tradepipe migrate failed $attempts times: the Lambda would refuse every object" >&2
   return 1
 }
 
@@ -182,6 +188,11 @@ installed="/opt/tradepipe/installed-bundle"
 
 if [[ "$mode" == secret-url ]]; then
   secret_url
+  exit 0
+fi
+if [[ "$mode" == migrate-only ]]; then
+  [[ -n "$region" && -n "$secret" ]] || { echo "host-setup: --region and --db-secret" >&2; exit 2; }
+  migrate
   exit 0
 fi
 if ((files_only)); then

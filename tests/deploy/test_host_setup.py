@@ -7,16 +7,24 @@ package installs (dnf, pip), ``tradepipe migrate`` and systemctl run only on the
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import re
+import socket
 import subprocess
+import sys
 import tomllib
+import uuid
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import unquote, urlsplit
 
+import boto3
+import pymysql
 import pytest
 from scripts.kafka_config import render
 from tests.deploy.template import ROOT
-from tests.store.helpers import load_handler
+from tests.store.helpers import load_handler, mysql_kwargs
 
 from tradepipe.config import Settings, require_objects_target
 from tradepipe.store import parse_db_url
@@ -138,3 +146,76 @@ def test_the_migrate_url_is_the_one_the_lambda_reads(secret: str) -> None:
     res = subprocess.run([str(SETUP), "--secret-url"], input=secret, capture_output=True,
                          text=True, timeout=60, check=True)  # fmt: skip
     assert parse_db_url(res.stdout.strip()) == load_handler().url_from_secret(secret)
+
+
+@pytest.fixture
+def setup_env(deploy_bin: Path, s3_client_kwargs: dict[str, str]) -> dict[str, str]:
+    """The deploy tools' aws on PATH, pointed at the local AWS."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRADEPIPE_"))}
+    return env | {
+        "PATH": f"{deploy_bin}:{env.get('PATH', '/usr/bin:/bin')}",
+        "AWS_ENDPOINT_URL": s3_client_kwargs["endpoint_url"],
+        "AWS_ACCESS_KEY_ID": s3_client_kwargs["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": s3_client_kwargs["aws_secret_access_key"],
+        "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }  # fmt: skip
+
+
+def migrate_only(
+    secret_arn: str, env: dict[str, str], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    venv = Path(sys.executable).parent.parent  # this venv has the tradepipe command
+    return subprocess.run(
+        [str(SETUP), "--migrate-only", "--region", "us-east-1", "--db-secret", secret_arn,
+         "--venv", str(venv), *extra],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+
+
+def test_migrate_step_reads_the_secret_and_migrates_mariadb(
+    mysql_db: str, setup_env: dict[str, str], s3_client_kwargs: dict[str, str]
+) -> None:
+    sm = boto3.client("secretsmanager", **s3_client_kwargs)
+    u = urlsplit(mysql_db)
+    shape = {"username": unquote(u.username or ""), "password": unquote(u.password or ""),
+             "host": u.hostname, "port": u.port, "dbname": u.path.lstrip("/")}  # fmt: skip
+    arn = sm.create_secret(Name=f"tp-migrate-{uuid.uuid4().hex}", SecretString=json.dumps(shape))[
+        "ARN"
+    ]
+    try:
+        res = migrate_only(arn, setup_env)
+        assert res.returncode == 0, res.stdout + res.stderr
+        conn = pymysql.connect(**mysql_kwargs(mysql_db))
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT COUNT(*) FROM schema_migrations")
+                (applied,) = cur.fetchone()
+                cur.execute("SELECT COUNT(*) FROM trade_minutes")
+        finally:
+            conn.close()
+        assert applied >= 1
+        again = migrate_only(arn, setup_env)  # every boot with a new bundle: a no-op
+        assert again.returncode == 0, again.stderr
+        printed = res.stdout + res.stderr + again.stdout + again.stderr
+        assert f":{shape['password']}@" not in printed and ":***@" in printed  # masked
+    finally:
+        sm.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+
+
+def test_migrate_step_gives_up_after_its_attempts_and_fails(
+    setup_env: dict[str, str], s3_client_kwargs: dict[str, str]
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    sm = boto3.client("secretsmanager", **s3_client_kwargs)
+    url = f"mysql://tp:s3cr3t-pw@127.0.0.1:{port}/tradepipe"
+    arn = sm.create_secret(Name=f"tp-migrate-{uuid.uuid4().hex}", SecretString=url)["ARN"]
+    try:
+        res = migrate_only(arn, setup_env, "--migrate-attempts", "2", "--migrate-delay", "0")
+    finally:
+        sm.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+    assert res.returncode == 1
+    assert "migrate attempt 1 failed" in res.stderr
+    assert "tradepipe migrate failed 2 times" in res.stderr
+    assert "s3cr3t-pw" not in res.stdout + res.stderr

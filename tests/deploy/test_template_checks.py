@@ -106,13 +106,18 @@ def test_user_data_runs_every_boot_and_passes_shellcheck(tmp_path: Path, deploy_
     assert "cloud_final_modules:\n  - [scripts-user, always]" in text
     script = tmp_path / "user-data.sh"
     script.write_text(user_data_script(text))
-    assert script.read_text().startswith("#!/bin/bash\nset -euo pipefail\n")
+    assert script.read_text().startswith("#!/bin/bash\nset -uo pipefail\n")
+    assert "  set -e\n" in script.read_text()  # the setup stops at its first error ...
+    # ... and its status is what the instance signals to its CreationPolicy
+    signal = "/opt/aws/bin/cfn-signal -e \"$status\" --stack 'tp' --resource Host"
+    assert signal in script.read_text()
+    assert doc["Resources"]["Host"]["CreationPolicy"]["ResourceSignal"]["Count"] == 1
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
     res = subprocess.run([deploy_bin / "shellcheck", str(script)], capture_output=True,
                          text=True, timeout=120, check=False)  # fmt: skip
     assert res.returncode == 0, res.stdout
     # it hands host-setup.sh every flag that script requires
-    call = script.read_text().rsplit("exec ", 1)[1]
+    call = next(line for line in script.read_text().splitlines() if "host-setup.sh " in line)
     setup = (ROOT / "deploy" / "host-setup.sh").read_text()
     required = re.search(r"for name in ([a-z_ ]+); do", setup)
     assert required is not None
@@ -192,3 +197,14 @@ def test_template_fits_a_template_body() -> None:
     """``aws cloudformation deploy`` sends the body inline up to 51,200 bytes (make deploy uses
     no template bucket)."""
     assert len(TEMPLATE.read_bytes()) < 51_200
+
+
+def test_function_environment_is_the_documented_contract() -> None:
+    """The function's variables are docs/lambda.md's (its Environment table), the database by
+    secret, never a URL with a password in it."""
+    text = (ROOT / "docs" / "lambda.md").read_text()
+    table = text.split("### Environment", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(TRADEPIPE_\w+)`", table, flags=re.MULTILINE))
+    variables = load()["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
+    assert set(variables) <= documented
+    assert "TRADEPIPE_DB_SECRET_ID" in variables and "TRADEPIPE_DB_URL" not in variables
