@@ -36,3 +36,11 @@ def aws(s3_client_kwargs: dict[str, str]) -> Callable[[str], Any]:
         return boto3.client(service, **s3_client_kwargs)  # type: ignore[call-overload]
 
     return client
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The first test to use ``deploy_bin`` may install .venv-deploy from PyPI (about 100
+    distributions): give those tests more than the default 300 s."""
+    for item in items:
+        if "deploy_bin" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(900))
