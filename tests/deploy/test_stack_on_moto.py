@@ -10,9 +10,13 @@ What moto (5.2.x) does with the template, and so what this proves:
   instance: each is read back through the service's API and compared with the template.
 - It has no CloudFormation model for the bucket policy, the function's event-invoke config, the
   CloudWatch alarm, or the Secrets Manager secret and its attachment (``UNMODELLED``: the test
-  fails if that changes), and of the bucket it applies only the encryption. Those parts are
-  applied here through the service APIs from the template's properties (not from a second
-  copy), so their shapes are at least valid API input and read back as declared.
+  fails if that changes). It ignores some properties: of the bucket all but the encryption, a
+  role's managed policies (checked by name only), a security group's egress, a subnet's
+  MapPublicIpOnLaunch, an instance's SecurityGroupIds and MetadataOptions, a DB instance's
+  VPCSecurityGroups; and its Ref of a DB parameter group is not the group's name, so the rds
+  test leaves the one line naming it out of the template it sends. Those parts are applied
+  here through the service APIs from the template's properties (not from a second copy), so
+  their shapes are at least valid API input and read back as declared.
 - The function cannot run inside moto without Docker: moto's own notification delivery to it
   fails (silently, as S3's would be asynchronous). The bucket gets the template's notification
   configuration and, with the same events and filter, a queue this test reads: the event moto
