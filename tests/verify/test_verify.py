@@ -17,7 +17,7 @@ from tests.store.helpers import expected, real_trades, stored
 from tradepipe.core import MINUTE_MS, Trade, minute_of, minute_text
 from tradepipe.core.checks import Status
 from tradepipe.replay import Tape, load_tape, tape_of
-from tradepipe.store import Store, connect, parse_db_url
+from tradepipe.store import MinuteReads, Store, connect, parse_db_url
 from tradepipe.verify import Report, Request, Verifier, open_exchange
 
 SAMPLE = ROOT / "samples" / "btcusdt-aggtrades-60m.ndjson.gz"
@@ -66,6 +66,14 @@ def alter(url: str, minute_ms: int, column: str, value: str) -> None:
             )
     finally:
         conn.close()
+
+
+def dashboard_checks(url: str, first: int, last: int) -> list[tuple[str, str]]:
+    reads = MinuteReads(parse_db_url(url))
+    try:
+        return reads.checks("BTCUSDT", minute_text(first), minute_text(last))
+    finally:
+        reads.close()
 
 
 async def test_recorded_trades_verify_exact_against_their_klines(
@@ -121,6 +129,10 @@ async def test_verify_flags_exactly_the_damaged_minutes_and_repair_restores_them
         assert not flagged[m[10]].holes
         assert len(report.checks) == MINUTES
         assert stored(db_url) != expected(tape.trades)
+        # what the dashboard reads: every minute's verdict, the missing one included
+        shown = dashboard_checks(db_url, first, last)
+        assert shown == [(minute_text(k), flagged[k].status.value if k in flagged else "exact")
+                         for k in m]  # fmt: skip
 
         repaired = await verify(db_url, emu.rest_url, first, last, repair=True)
         assert repaired.all_exact and len(repaired.checks) == MINUTES
@@ -134,6 +146,7 @@ async def test_verify_flags_exactly_the_damaged_minutes_and_repair_restores_them
         assert again.all_exact
         assert (again.minutes_repaired, again.trades_repaired, again.rows_rebuilt) == (0, 0, 0)
         assert stored(db_url) == after
+        assert dashboard_checks(db_url, first, last) == [(minute_text(k), "exact") for k in m]
     # the independent tally: every trade of the tape counted once, none twice
     counts = [int(r[2]) + int(r[3]) for r in after]
     assert sum(counts) == len(tape.trades)
