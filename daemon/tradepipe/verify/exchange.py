@@ -80,7 +80,9 @@ class Exchange:
             end = min(last_ms, start + (MAX_LIMIT - 1) * MINUTE_MS)
             page = await self._get(
                 f"klines {symbol} {minute_text(start)}..{minute_text(end)}",
-                self.client.klines, symbol, start, end,
+                # endTime = the last minute's close: whether the exchange bounds the open or
+                # the close time by it, that minute is in and the next one is not
+                self.client.klines, symbol, start, end + MINUTE_MS - 1,
             )  # fmt: skip
             for item in page:
                 try:
