@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from tradepipe.core import Trade, minute_of
 from tradepipe.core.aggregate import Aggregator
 from tradepipe.core.checks import kline_of_partial
+from tradepipe.core.decimals import read_units
 
 KLINES_WEIGHT = 2
 DEFAULT_KLINES = 500
@@ -48,7 +49,9 @@ class MinuteKlines:
         self._minutes: dict[str, list[int]] = {}  # sorted minute_ms per symbol
         self._aggs: dict[tuple[str, int], Aggregator] = {}
 
-    def add(self, trade: Trade) -> None:
+    def add(self, trade: Trade, price: str, quantity: str) -> None:
+        """Count one published trade; ``price`` and ``quantity`` are its text as served (read
+        by the one decimal reader: cheaper per trade than from the ``Decimal`` values)."""
         key = (trade.symbol, minute_of(trade.time_ms))
         agg = self._aggs.get(key)
         if agg is None:
@@ -60,7 +63,11 @@ class MinuteKlines:
                 minutes.append(key[1])
             if len(minutes) > self.keep:
                 del self._aggs[(trade.symbol, minutes.pop(0))]
-        agg.add_trade(trade)
+        agg.add(
+            trade.symbol, trade.time_ms, trade.agg_id,
+            read_units("p", price), read_units("q", quantity),
+            trade.last_id - trade.first_id + 1, trade.buyer_is_maker,
+        )  # fmt: skip
 
     def select(
         self, symbol: str, start_ms: int | None, end_ms: int | None, limit: int
