@@ -169,18 +169,18 @@ class Difference:
 
 
 def _show(value: Decimal | int) -> str:
-    return str(value) if isinstance(value, int) else format(value.normalize(), "f")
+    return str(value) if isinstance(value, int) else format(value.normalize(EXACT), "f")
 
 
 def quote_matches(ours: Decimal, exchange: Decimal, trades: int) -> bool:
     """Rule 2: exact when ours fits 8 places, else within one 1e-8 rounding per trade."""
     if _fits8(ours):
         return ours == exchange
-    return abs(EXACT.subtract(ours, exchange)) <= EIGHT_PLACES * max(trades, 1)
+    return EXACT.abs(EXACT.subtract(ours, exchange)) <= EIGHT_PLACES * max(trades, 1)
 
 
 def _fits8(value: Decimal) -> bool:
-    exponent = value.normalize().as_tuple().exponent
+    exponent = value.normalize(EXACT).as_tuple().exponent  # exact: sums have up to 56 digits
     return isinstance(exponent, int) and exponent >= -8
 
 
