@@ -130,13 +130,13 @@ class Verifier:
         report.symbols = list(symbols)
         for symbol in symbols:
             span = await self._db(stored_span, symbol)
-            if span is None and (req.since_ms is None or req.until_ms is None):
+            first, last = req.since_ms, req.until_ms
+            if span is not None:
+                first = span[0] if first is None else first
+                last = default_until(self.clock(), span[1]) if last is None else last
+            if first is None or last is None:
                 log.warning("verify_no_rows", symbol=symbol)
                 continue
-            first = req.since_ms if req.since_ms is not None else span[0]  # type: ignore[index]
-            last = (
-                req.until_ms if req.until_ms is not None else default_until(self.clock(), span[1])  # type: ignore[index]
-            )
             carry: MinutePartial | None = None
             start = minute_of(first)
             while start <= last:
