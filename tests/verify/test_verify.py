@@ -183,8 +183,17 @@ async def test_command_line_reports_jsonl_and_exits_by_the_result(
             ("BTCUSDT", minute_text(minute_of(trades[50].time_ms)), "hole")
         ]
         assert lines[0]["holes"][0]["first_id"] == gone and "missing" in lines[0]["detail"]
+        # ETHUSDT has no rows there: no minute of it to prove
         assert err.splitlines()[-1].startswith("tradepipe verify: 3 minutes of 1 symbols: 2 exact")
         assert 'tradepipe_verify_minutes{status="hole"} 1.0' in textfile.read_text()
+        rc, out, err = await tradepipe("verify", *args, env=env)  # text, still not repaired
+        assert rc == 4, err
+        hole_minute = minute_text(minute_of(trades[50].time_ms))
+        (line,) = out.splitlines()
+        assert line.startswith(f"BTCUSDT {hole_minute} hole: ids {gone} missing (1); trades: ours")
+        # a symbol the exchange refuses: exit 1, the exchange's answer named
+        rc, out, err = await tradepipe("verify", "--symbol", "nosuch", "btcusdt", *args, env=env)
+        assert (rc, out) == (1, "") and "Invalid symbol" in err.splitlines()[-1]
         rc, out, err = await tradepipe("verify", *args, "--repair", env=env)
         assert (rc, out) == (0, ""), err
         assert "repaired 1 minutes (1 trades" in err.splitlines()[-1]

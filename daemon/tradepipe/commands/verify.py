@@ -59,10 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rest-url", metavar="URL", help="the exchange's REST base (feed.rest_url)"
     )
     parser.add_argument(
-        "--symbol", action="append", default=[], metavar="SYM",
-        help="a symbol to verify (repeatable; default: every symbol with rows)",
+        "--symbol", action="extend", nargs="+", default=[], metavar="SYM",
+        help="symbols to verify (one or more, repeatable; default: every symbol with rows)",
     )  # fmt: skip
-    parser.add_argument("--since", metavar="TIME", help="first minute (default: the oldest row)")
+    parser.add_argument(
+        "--since", metavar="TIME",
+        help="first minute, UTC '2024-11-24 00:07' or relative '-90m', '-3h', '-1d' "
+        "(default: the oldest row)",
+    )  # fmt: skip
     parser.add_argument(
         "--until", metavar="TIME",
         help="last minute (default: closed 2 minutes ago, and 2 minutes before the newest row)",
@@ -70,7 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repair", action="store_true", help="fetch what is missing, then re-check"
     )
-    parser.add_argument("--format", choices=("text", "jsonl"), default="text")
+    parser.add_argument(
+        "--format", choices=("text", "jsonl"), default="text",
+        help="the minutes that are not exact on stdout: a line, or a JSON object, each",
+    )  # fmt: skip
     parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
 
 

@@ -126,7 +126,8 @@ class Verifier:
 
     async def run(self, req: Request) -> Report:
         report = Report()
-        symbols = [s.upper() for s in req.symbols] or await self._db(stored_symbols)
+        symbols = list(dict.fromkeys(s.upper() for s in req.symbols))
+        symbols = symbols or await self._db(stored_symbols)
         report.symbols = list(symbols)
         for symbol in symbols:
             span = await self._db(stored_span, symbol)
