@@ -33,7 +33,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from itertools import pairwise
 
@@ -211,8 +211,7 @@ class Hole:
     inside: bool  # inside one row (else between two rows)
 
     def __str__(self) -> str:
-        ids = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
-        return ids
+        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -253,7 +252,6 @@ class MinuteCheck:
     holes: tuple[Hole, ...] = ()
     exchange_trades: int = 0
     stored_trades: int | None = None  # None: no row
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def minute(self) -> str:
@@ -269,8 +267,6 @@ class MinuteCheck:
             out["differences"] = [d.as_dict() for d in self.differences]
         if self.holes:
             out["holes"] = [h.as_dict() for h in self.holes]
-        if self.notes:
-            out["notes"] = list(self.notes)
         return out
 
     def describe(self) -> str:
@@ -284,7 +280,6 @@ class MinuteCheck:
             parts.append(f"ids {h} missing ({h.last - h.first + 1})")
         parts.extend(f"{d.figure}: ours {_show(d.ours)}, exchange {_show(d.exchange)}"
                      for d in self.differences)  # fmt: skip
-        parts.extend(self.notes)
         return "; ".join(parts)
 
 
