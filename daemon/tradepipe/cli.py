@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "replay": "Binance-compatible WebSocket + REST emulator over recorded trades",
     "run": "the whole pipeline locally, on embedded defaults",
     "dashboard": "the dashboard alone",
+    "verify": "prove stored minutes against the exchange's klines and id continuity; --repair",
 }
 
 EXIT_USAGE = 2

@@ -261,6 +261,20 @@ class LocalSettings(_Section, frozen=True):
     ] = 200_000
 
 
+class VerifySettings(_Section, frozen=True):
+    """``tradepipe verify`` and ``tradepipe run``'s background verify (docs/verify.md)."""
+
+    interval_seconds: Annotated[
+        float,
+        msgspec.Meta(ge=0),
+        _meta("tradepipe run: seconds between background verify passes (0: none)"),
+    ] = 10.0
+    textfile: Annotated[
+        str,
+        _meta("tradepipe verify: write the run's metrics here for node_exporter (empty: none)"),
+    ] = ""
+
+
 class LogSettings(_Section, frozen=True):
     level: Annotated[
         Literal["debug", "info", "warning", "error", "critical"],
@@ -284,6 +298,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
     dashboard: DashboardSettings = msgspec.field(default_factory=DashboardSettings)
     local: LocalSettings = msgspec.field(default_factory=LocalSettings)
+    verify: VerifySettings = msgspec.field(default_factory=VerifySettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
 
     @classmethod

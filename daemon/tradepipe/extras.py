@@ -6,7 +6,7 @@ before importing anything with one line naming it and exit status 2 (never a tra
 
 | command | extra | modules checked |
 |---|---|---|
-| ``migrate``, ``load`` | ``db`` | pymysql |
+| ``migrate``, ``load``, ``verify`` | ``db`` | pymysql |
 | ``sink`` | ``sink`` | aioboto3, botocore |
 | ``dashboard`` | ``dashboard`` | plotly, pymysql |
 | ``run`` | ``local`` | all of the above |
@@ -33,6 +33,7 @@ MODULES: dict[str, tuple[str, ...]] = {
 NEEDS: dict[str, str] = {
     "migrate": "db",
     "load": "db",
+    "verify": "db",
     "sink": "sink",
     "dashboard": "dashboard",
     "run": "local",

@@ -8,8 +8,10 @@ trade once; rows of a closed minute must show within 3 s of its close; a stop fl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import random
+import sqlite3
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -51,9 +53,10 @@ async def test_replay_then_run_equals_aggregate(tmp_path: Path) -> None:
     async with tradepipe("replay", *map(str, SAMPLES), "--port", "0", "--speed", "0") as replay:
         line = await replay.wait_line("listening ws://")
         ws = line.split()[1]
+        env = {**run_env(tmp_path), "TRADEPIPE_VERIFY_INTERVAL_SECONDS": "0.5"}
         async with tradepipe(
             "run", "--source", ws, "--symbols", "btcusdt,ethusdt", "--db", f"sqlite:///{db}",
-            "--dashboard-listen", "127.0.0.1:0", env=run_env(tmp_path),
+            "--dashboard-listen", "127.0.0.1:0", env=env,
         ) as run:  # fmt: skip
             await run.wait_line("dashboard: http://127.0.0.1:")
             await replay.wait_line("replay finished", seconds=120)
@@ -63,6 +66,16 @@ async def test_replay_then_run_equals_aggregate(tmp_path: Path) -> None:
                     break
                 await asyncio.sleep(0.2)
             assert got == total
+            # the background verify proves every minute but each symbol's newest two (still
+            # open by its rule) against the emulator's klines
+            provable = {(r[0], r[1]) for r in expected} - newest_two(expected)
+            checks: dict[tuple[str, str], str] = {}
+            for _ in range(600):  # up to 120 s on a loaded machine
+                checks = minute_checks(db)
+                if provable <= checks.keys():
+                    break
+                await asyncio.sleep(0.2)
+            assert {k: checks.get(k) for k in provable} == dict.fromkeys(provable, "exact")
             assert await run.stop() == 0, "\n".join(run.lines[-20:])
         await replay.stop()
     # every column of every row, exactly as the offline aggregation prints it
@@ -81,6 +94,23 @@ async def test_replay_then_run_equals_aggregate(tmp_path: Path) -> None:
     assert len(seen) == total
     # a clean stop says so
     assert any('"msg": "stopped"' in line for line in run.lines)
+
+
+def newest_two(rows: list[tuple[str, ...]]) -> set[tuple[str, str]]:
+    out: set[tuple[str, str]] = set()
+    for symbol in {r[0] for r in rows}:
+        out |= set(sorted((r[0], r[1]) for r in rows if r[0] == symbol)[-2:])
+    return out
+
+
+def minute_checks(path: Path) -> dict[tuple[str, str], str]:
+    """``minute_checks`` of the SQLite file: (symbol, minute) -> status."""
+    with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as c:
+        try:
+            rows = c.execute('SELECT symbol, "timestamp", status FROM minute_checks').fetchall()
+        except sqlite3.OperationalError:  # not migrated yet
+            return {}
+    return {(r[0], r[1]): r[2] for r in rows}
 
 
 def write_live_trades(path: Path, seconds: float, symbol: str = "BTCUSDT") -> int:

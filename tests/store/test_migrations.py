@@ -53,9 +53,12 @@ def test_migrate_twice_applies_once(empty_url: str, capsys: pytest.CaptureFixtur
     assert "applied 0001_trade_minutes" in capsys.readouterr().err
     assert {"trade_minutes", "schema_migrations"} <= tables(empty_url)
     assert main(["migrate", "--db", empty_url]) == 0
-    assert "is up to date (version 0001)" in capsys.readouterr().err
+    newest = available(parse_db_url(empty_url).dialect)[-1].version
+    assert f"is up to date (version {newest:04d})" in capsys.readouterr().err
     conn = connect(parse_db_url(empty_url))
-    assert conn.query("SELECT version, name FROM schema_migrations") == [(1, "trade_minutes")]
+    applied = conn.query("SELECT version, name FROM schema_migrations ORDER BY version")
+    assert applied[:2] == [(1, "trade_minutes"), (2, "minute_checks")]
+    assert len(applied) == newest
     conn.close()
 
 
@@ -78,7 +81,9 @@ def test_concurrent_migrations_are_safe(empty_url: str) -> None:
         th.start()
     for th in threads:
         th.join()
-    assert sorted(results) == [0, 0, 0, 0, 0, 1]  # type: ignore[type-var]
+    assert all(isinstance(r, int) for r in results), results
+    # every migration applied exactly once, by whichever run got to it first
+    assert sum(results) == len(available(parse_db_url(empty_url).dialect))  # type: ignore[arg-type]
 
 
 def test_writers_refuse_an_unmigrated_database(empty_url: str) -> None:

@@ -1,8 +1,9 @@
-"""The units in ``systemd/`` (producer, sink, Vector): parsed and checked key by key everywhere;
-verified and security-rated by ``systemd-analyze`` where it exists (it is part of Debian's
-``systemd`` package; under ``CI=true`` its absence fails the test rather than skipping it).
+"""The units in ``systemd/`` (producer, sink, Vector, verify and its timer): parsed and checked
+key by key everywhere; verified and security-rated by ``systemd-analyze`` where it exists (it is
+part of Debian's ``systemd`` package; under ``CI=true`` its absence fails the test rather than
+skipping it).
 
-All three carry the producer's hardening (``HARDENING``), a memory limit, and
+All four services carry the producer's hardening (``HARDENING``), a memory limit, and
 ``ProtectSystem=strict`` with the one directory each writes (``StateDirectory=``); each must
 rate 2.0 or better (OK or SAFE) in ``systemd-analyze security --offline=true``.
 """
@@ -20,7 +21,10 @@ from tests.conftest import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD = ROOT / "systemd"
-UNITS = {name: SYSTEMD / f"tradepipe-{name}.service" for name in ("producer", "sink", "vector")}
+UNITS = {
+    name: SYSTEMD / f"tradepipe-{name}.service" for name in ("producer", "sink", "vector", "verify")
+}
+VERIFY_TIMER = SYSTEMD / "tradepipe-verify.timer"
 ENV_EXAMPLE = SYSTEMD / "tradepipe.env.example"
 VECTOR_TOML = ROOT / "vector" / "vector.toml"
 
@@ -119,6 +123,24 @@ def test_vector_unit_writes_vectors_data_dir() -> None:
     assert "validate" in one["ExecStartPre"]
 
 
+def test_verify_unit_is_a_repairing_oneshot_fired_by_its_timer() -> None:
+    svc, one = service("verify")
+    assert one["Type"] == "oneshot"
+    argv = one["ExecStart"].split()
+    assert argv[0].endswith("/tradepipe") and argv[1] == "verify" and "--repair" in argv
+    assert argv[argv.index("--since") + 1].startswith("-")  # a window relative to now
+    assert "--until" not in argv  # the default: minutes closed more than 2 minutes ago
+    assert one["StateDirectory"] == "tradepipe-verify"
+    textfile = environment(svc)["TRADEPIPE_VERIFY_TEXTFILE"]
+    assert textfile.startswith("/var/lib/tradepipe-verify/") and textfile.endswith(".prom")
+    # copied for node_exporter whatever the exit status, by a privileged step
+    assert one["ExecStopPost"].startswith("-+") and textfile.split("/")[-1] in one["ExecStopPost"]
+    timer = unit_sections(VERIFY_TIMER)["Timer"]
+    assert timer["Unit"] == ["tradepipe-verify.service"]
+    assert timer["OnCalendar"] == ["*:0/5"] and timer["Persistent"] == ["true"]
+    assert unit_sections(VERIFY_TIMER)["Install"]["WantedBy"] == ["timers.target"]
+
+
 @pytest.mark.parametrize("name", sorted(UNITS))
 def test_unit_has_the_producers_hardening(name: str) -> None:
     svc, one = service(name)
@@ -129,7 +151,7 @@ def test_unit_has_the_producers_hardening(name: str) -> None:
     assert "User" not in one and "ReadWritePaths" not in one  # DynamicUser + StateDirectory
 
 
-@pytest.mark.parametrize("name", ["producer", "sink"])
+@pytest.mark.parametrize("name", ["producer", "sink", "verify"])
 def test_every_environment_line_sets_a_setting(name: str) -> None:
     """``Environment=`` names are settings (an unknown variable would be ignored silently)."""
     from tradepipe.config import Settings
@@ -177,6 +199,8 @@ def installable(name: str, tmp_path: Path) -> Path:
         text = text.replace(f"/etc/tradepipe/{env_file}", str(local))
     unit = tmp_path / UNITS[name].name
     unit.write_text(text)
+    if name == "verify":  # the timer is verified beside the service it starts
+        (tmp_path / VERIFY_TIMER.name).write_text(VERIFY_TIMER.read_text())
     return unit
 
 
@@ -184,10 +208,14 @@ def installable(name: str, tmp_path: Path) -> Path:
 def test_systemd_analyze_verify_passes_cleanly(name: str, tmp_path: Path) -> None:
     tool = _systemd_analyze()
     unit = installable(name, tmp_path)
-    res = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True,
+    units = [str(unit)]
+    if name == "verify":
+        units.append(str(tmp_path / VERIFY_TIMER.name))
+    res = subprocess.run([tool, "verify", *units], capture_output=True, text=True,
                          timeout=60)  # fmt: skip
     assert res.returncode == 0, res.stderr
-    own = [line for line in res.stderr.splitlines() if unit.name in line]
+    own = [line for line in res.stderr.splitlines()
+           if unit.name in line or VERIFY_TIMER.name in line]  # fmt: skip
     assert not own, "\n".join(own)  # no warnings about our unit (unknown keys, bad values)
 
 

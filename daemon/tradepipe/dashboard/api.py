@@ -7,6 +7,17 @@
      "truncated": false, "columns": {"timestamp": [...], "total_count_b": [...], ...,
      "spread": [...]}}
 
+``GET /api/checks`` (same parameters) answers what ``tradepipe verify`` found for those
+minutes (table ``minute_checks``; docs/verify.md)::
+
+    {"symbol": "BTCUSDT", "from": "...", "to": "...", "minutes": [...], "status": [...],
+     "counts": {"exact": 57, "hole": 1, "mismatch": 0, "missing": 0, "unchecked": 2},
+     "proven": "0.95"}
+
+one status per minute: every stored minute (``unchecked`` until verified) and every
+``missing`` one; ``proven`` is the share of those minutes that are ``exact`` (exact decimal
+text, ``null`` when there are none).
+
 Decimals are exact contract text (``null`` for an empty side's average), counts and ids are
 integers (aggregate ids stay below 2**53, exact in JavaScript too); ``spread`` is
 ``avg_b - avg_s`` computed exactly, ``null`` when either side is empty. Columns, not rows,
@@ -77,6 +88,39 @@ def spread(avg_b: Value, avg_s: Value) -> str | None:
     if avg_b is None or avg_s is None:
         return None
     return format(Decimal(avg_b) - Decimal(avg_s), "f")
+
+
+CHECK_STATUSES = ("exact", "hole", "mismatch", "missing", "unchecked")
+
+
+async def checks_payload(reader: MinuteReader, req: MinutesRequest) -> dict[str, Any]:
+    newest = await reader.newest(req.symbol)
+    if req.last is not None:
+        end = newest
+        start = _shift(newest, 1 - req.last) if newest else None
+    else:
+        start, end = req.start, req.end
+    found: list[tuple[str, str]] = []
+    if newest is not None:
+        found = await reader.checks(req.symbol, start or "0000-01-01 00:00:00", end or newest)
+    counts = dict.fromkeys(CHECK_STATUSES, 0)
+    for _, status in found:
+        counts[status] = counts.get(status, 0) + 1
+    total = len(found)
+    proven = None
+    if total:
+        proven = format(
+            (Decimal(counts["exact"]) / Decimal(total)).quantize(Decimal("0.0001")), "f"
+        )
+    return {
+        "symbol": req.symbol,
+        "from": start,
+        "to": end,
+        "minutes": [m for m, _ in found],
+        "status": [s for _, s in found],
+        "counts": counts,
+        "proven": proven,
+    }
 
 
 async def minutes_payload(reader: MinuteReader, req: MinutesRequest) -> dict[str, Any]:

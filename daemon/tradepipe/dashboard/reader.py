@@ -43,6 +43,9 @@ class MinuteReader:
     async def minutes(self, symbol: str, start: str, end: str) -> list[dict[str, Value]]:
         return await self._run(self.reads.minutes, symbol, start, end)
 
+    async def checks(self, symbol: str, start: str, end: str) -> list[tuple[str, str]]:
+        return await self._run(self.reads.checks, symbol, start, end)
+
     async def close(self) -> None:
         """Close the connection in the thread that used it, then end the thread."""
         if self._closed:

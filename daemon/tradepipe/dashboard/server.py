@@ -4,7 +4,7 @@ Routes:
 - ``/``: the page (``static/index.html``); ``/static/{name}``: its script and stylesheet;
 - ``/static/plotly.min.js``: the charting library, served from the installed ``plotly`` Python
   package (no CDN, no build step), gzip-compressed once in memory and cached by the browser;
-- ``/api/symbols``, ``/api/minutes``: see :mod:`tradepipe.dashboard.api`;
+- ``/api/symbols``, ``/api/minutes``, ``/api/checks``: see :mod:`tradepipe.dashboard.api`;
 - ``/healthz``: 200 when the database answers, 503 and the reason otherwise.
 
 A database failure answers 503 with ``{"error": ...}``; the page shows it and keeps polling.
@@ -24,7 +24,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from tradepipe.dashboard.api import BadRequest, minutes_payload, parse_request
+from tradepipe.dashboard.api import BadRequest, checks_payload, minutes_payload, parse_request
 from tradepipe.dashboard.reader import MinuteReader
 from tradepipe.observability.http import split_listen
 from tradepipe.store.reads import QueryError
@@ -35,6 +35,7 @@ STATIC_TYPES = {
     "index.html": "text/html",
     "dashboard.js": "text/javascript",
     "dashboard.css": "text/css",
+    "checks.js": "text/javascript",
 }
 # Plotly injects <style> elements; everything else comes from this origin.
 CSP = (
@@ -88,6 +89,7 @@ class DashboardServer:
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/api/symbols", self._symbols)
         app.router.add_get("/api/minutes", self._minutes)
+        app.router.add_get("/api/checks", self._checks)
         app.router.add_get("/healthz", self._healthz)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
 
@@ -163,6 +165,15 @@ class DashboardServer:
         try:
             req = parse_request(request.query)
             return _json(await minutes_payload(self.reader, req))
+        except BadRequest as exc:
+            return _json({"error": str(exc)}, status=400)
+        except QueryError as exc:
+            return self._unavailable(exc)
+
+    async def _checks(self, request: web.Request) -> web.Response:
+        try:
+            req = parse_request(request.query)
+            return _json(await checks_payload(self.reader, req))
         except BadRequest as exc:
             return _json({"error": str(exc)}, status=400)
         except QueryError as exc:

@@ -5,6 +5,7 @@
       -> minute objects: local folder | S3           tradepipe.sink     (serve, unchanged)
       -> upsert into trade_minutes: SQLite | MySQL   local.loader -> tradepipe.store
       -> dashboard                                   tradepipe.dashboard
+      verify closed minutes against feed.rest_url     tradepipe.verify.service
 
 Each stand-in is swapped for the real component by configuration alone, one explicit key each:
 ``local.broker = "kafka"`` -> Kafka; ``sink.objects = "s3"`` -> S3
@@ -28,6 +29,9 @@ Lifecycle (:func:`serve`): migrate the database -> start the dashboard -> run th
    ``SINK_SHUTDOWN_SECONDS``, else what it could not write is logged and the status is 1;
 3. the loader upserts every object written (bounded: keys left over are logged);
 4. the dashboard stops.
+
+The background verify (``verify.interval_seconds``; :mod:`tradepipe.verify.service`) stops
+first, before the producer: it only reads and repairs what is already stored.
 
 A stage that crashes cancels the others and the exception propagates (exit status 1).
 """
@@ -53,6 +57,9 @@ from tradepipe.sink import open_writer
 from tradepipe.sink import serve as serve_sink
 from tradepipe.sink.metrics import SinkMetrics
 from tradepipe.store import Store, connect, migrate, parse_db_url
+from tradepipe.verify.metrics import VerifyMetrics
+from tradepipe.verify.service import Options as VerifyOptions
+from tradepipe.verify.service import serve as serve_verify
 
 log = structlog.get_logger("tradepipe.local")
 
@@ -130,7 +137,7 @@ async def serve(
             dashboard = DashboardServer(open_reader(settings.db.url), settings.dashboard.listen)
             await stack.enter_async_context(dashboard)
         running = Running(settings, dashboard, loader, broker, registry)
-        producer_stop, sink_stop = asyncio.Event(), asyncio.Event()
+        producer_stop, sink_stop, verify_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
         producer_options = Options(output=broker, metrics=ProducerMetrics(registry))
         sink_options = SinkOptions(
             writer=writer,
@@ -146,12 +153,18 @@ async def serve(
             )
             sinking = tg.create_task(serve_sink(settings, sink_stop, sink_options), name="sink")
             loading = tg.create_task(loader.run(), name="loader")
+            verifying = tg.create_task(
+                serve_verify(settings, verify_stop, VerifyOptions(VerifyMetrics(registry))),
+                name="verify",
+            )
             log.info("running", dashboard=dashboard.url if dashboard else None)
             if on_ready is not None:
                 on_ready(running)
             await stop.wait()
             # -- ordered shutdown (module docstring) --
             log.info("stopping")
+            verify_stop.set()
+            status |= await verifying
             producer_stop.set()
             status |= await producing  # 1: the producer could not hand everything over
             if broker is not None:

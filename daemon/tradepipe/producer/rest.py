@@ -1,7 +1,8 @@
-"""``GET /api/v3/aggTrades`` within Binance's limits.
+"""``GET /api/v3/aggTrades`` (and ``/api/v3/klines``, for ``tradepipe verify``) within
+Binance's limits.
 
-- Pacing: requests are spaced so that their weight (4 each) stays within ``weight_per_minute``,
-  our share of the per-IP budget (6000/min on Binance).
+- Pacing: requests are spaced so that their weight (aggTrades 4, klines 2) stays within
+  ``weight_per_minute``, our share of the per-IP budget (6000/min on Binance).
 - ``X-MBX-USED-WEIGHT-1M`` above that share pauses us until the next minute.
 - 429 (too many requests) and 418 (IP banned for ignoring 429s) raise :class:`RateLimited` with
   the server's ``Retry-After``; the caller must wait that long.
@@ -28,6 +29,7 @@ from tradepipe.producer.metrics import ProducerMetrics
 log = structlog.get_logger(__name__)
 
 AGG_TRADES_WEIGHT = 4
+KLINES_WEIGHT = 2  # /api/v3/klines, any limit up to 1000
 MAX_LIMIT = 1000
 
 
@@ -64,6 +66,7 @@ class AggTradesClient:
         geo: GeoBlock | None = None,
     ) -> None:
         self.url = base_url.rstrip("/") + "/api/v3/aggTrades"
+        self.klines_url = base_url.rstrip("/") + "/api/v3/klines"
         self.geo = geo or GeoBlock()
         self.session, self.metrics = session, metrics
         self.weight_per_minute = weight_per_minute
@@ -74,19 +77,44 @@ class AggTradesClient:
 
     async def fetch(self, symbol: str, from_id: int, limit: int = MAX_LIMIT) -> list[Any]:
         """Up to ``limit`` aggTrades of ``symbol`` from id ``from_id`` (inclusive), in id order."""
+        params = {"symbol": symbol.upper(), "fromId": str(from_id), "limit": str(limit)}
+        return await self._get(self.url, params, AGG_TRADES_WEIGHT)
+
+    async def fetch_window(
+        self, symbol: str, start_ms: int, end_ms: int, limit: int = MAX_LIMIT
+    ) -> list[Any]:
+        """Up to ``limit`` aggTrades of ``symbol`` with trade time in ``start_ms..end_ms``
+        (inclusive, less than an hour apart), in id order; page on with :meth:`fetch`."""
+        params = {
+            "symbol": symbol.upper(), "startTime": str(start_ms), "endTime": str(end_ms),
+            "limit": str(limit),
+        }  # fmt: skip
+        return await self._get(self.url, params, AGG_TRADES_WEIGHT)
+
+    async def klines(
+        self, symbol: str, start_ms: int, end_ms: int, limit: int = MAX_LIMIT
+    ) -> list[Any]:
+        """Up to ``limit`` 1-minute klines of ``symbol`` opening in ``start_ms..end_ms``."""
+        params = {
+            "symbol": symbol.upper(), "interval": "1m", "startTime": str(start_ms),
+            "endTime": str(end_ms), "limit": str(limit),
+        }  # fmt: skip
+        return await self._get(self.klines_url, params, KLINES_WEIGHT)
+
+    async def _get(self, url: str, params: dict[str, str], weight: int) -> list[Any]:
+        """One paced GET whose answer must be a JSON array (the module docstring's rules)."""
         async with self._lock:  # requests start one at a time, paced; one slow answer
             wait = self._next_at - time.monotonic()  # does not hold up the next request
             if wait > 0:
                 await asyncio.sleep(wait)
-            self._next_at = time.monotonic() + self.interval
-        params = {"symbol": symbol.upper(), "fromId": str(from_id), "limit": str(limit)}
+            self._next_at = time.monotonic() + self.interval * weight / AGG_TRADES_WEIGHT
         try:
-            async with self.session.get(self.url, params=params, timeout=self.timeout) as resp:
+            async with self.session.get(url, params=params, timeout=self.timeout) as resp:
                 body = await resp.read()
                 status, headers = resp.status, resp.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.metrics.rest_requests.labels("error").inc()
-            raise RestUnavailable(f"GET {self.url}: {exc!r}") from exc
+            raise RestUnavailable(f"GET {url}: {exc!r}") from exc
         self.metrics.rest_requests.labels(str(status)).inc()
         self._respect_weight(headers.get("X-MBX-USED-WEIGHT-1M"))
         if status in (418, 429):
@@ -95,19 +123,19 @@ class AggTradesClient:
             self._next_at = time.monotonic() + retry_after
             raise RateLimited(status, retry_after)
         if status == 451:
-            self.geo.refused("rest", self.url)
-            raise GeoBlocked(f"GET {self.url}: HTTP 451 (restricted region)")
+            self.geo.refused("rest", url)
+            raise GeoBlocked(f"GET {url}: HTTP 451 (restricted region)")
         self.geo.answered("rest")
         if status >= 500 or status == 403:
-            raise RestUnavailable(f"GET {self.url}: HTTP {status}: {body[:100]!r}")
+            raise RestUnavailable(f"GET {url}: HTTP {status}: {body[:100]!r}")
         if status != 200:
-            raise RestRejected(f"GET {self.url} {params}: HTTP {status}: {body[:200]!r}")
+            raise RestRejected(f"GET {url} {params}: HTTP {status}: {body[:200]!r}")
         try:
             data = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
-            raise RestUnavailable(f"GET {self.url}: answer is not JSON: {exc}") from exc
+            raise RestUnavailable(f"GET {url}: answer is not JSON: {exc}") from exc
         if not isinstance(data, list):
-            raise RestUnavailable(f"GET {self.url}: answer is not a JSON array")
+            raise RestUnavailable(f"GET {url}: answer is not a JSON array")
         return data
 
     def _respect_weight(self, used: str | None) -> None:

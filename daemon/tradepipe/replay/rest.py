@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import msgspec
 from aiohttp import web
 
+from tradepipe.replay.klines import KLINES_WEIGHT, KlinesError, MinuteKlines, parse_klines
 from tradepipe.replay.store import DEFAULT_LIMIT, MAX_LIMIT, PublishedTrades, Query
 
 AGG_TRADES_WEIGHT = 4
@@ -139,6 +140,7 @@ class RestApi:
         self.requests = 0
         self.faults = RestFaults()
         self.failed_requests = 0
+        self.klines = MinuteKlines()  # fed by the publisher (replay/klines.py)
 
     def fail(
         self, status: int, seconds: float, retry_after: int = 1, symbols: list[str] | None = None
@@ -169,6 +171,7 @@ class RestApi:
             web.get("/api/v3/ping", self.ping),
             web.get("/api/v3/time", self.server_time),
             web.get("/api/v3/exchangeInfo", self.exchange_info),
+            web.get("/api/v3/klines", self.klines_1m),
         ]
 
     def _charge(self, weight: int) -> dict[str, str]:
@@ -194,6 +197,19 @@ class RestApi:
             return error_response(exc, headers)
         page = self.published.select(symbol, query, self.faults.max_id(symbol, now))
         body = b"[" + b",".join(page) + b"]"
+        return web.Response(body=body, content_type="application/json", headers=headers)
+
+    async def klines_1m(self, request: web.Request) -> web.Response:
+        try:
+            headers = self._charge(KLINES_WEIGHT)
+        except _Limited as limited:
+            return limited.response()
+        try:
+            symbol = request.query.get("symbol", "")
+            args = parse_klines(request.query, self.published.knows(symbol))
+        except KlinesError as exc:
+            return error_response(RestError(exc.code, exc.msg), headers)
+        body = msgspec.json.encode(self.klines.select(*args))
         return web.Response(body=body, content_type="application/json", headers=headers)
 
     async def ping(self, request: web.Request) -> web.Response:

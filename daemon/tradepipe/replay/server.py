@@ -384,6 +384,7 @@ class Emulator:
         raw = _EVENT_FORMAT % (event["E"], event["s"].encode(), a, p, q, f, l, t, m)
         rest = _REST_FORMAT % (a, p, q, f, l, t, m)
         self.published.append(trade.symbol, trade.agg_id, trade.time_ms, rest)
+        self.rest.klines.add(trade, event["p"], event["q"])
         if self._record is not None:
             self._record.write(raw + b"\n")
         stream = stream_of(trade.symbol)

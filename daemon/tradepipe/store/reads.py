@@ -41,6 +41,7 @@ from tradepipe.core.rows import (
     decimal_text,
     timestamp_text,
 )
+from tradepipe.store.checks import CHECKS_TABLE
 from tradepipe.store.connection import Connection, Connector
 from tradepipe.store.minutes import TABLE, columns_sql
 from tradepipe.store.url import DbUrl, SqliteUrl
@@ -102,6 +103,21 @@ def _range_sql(conn: Connection) -> str:
     )
 
 
+def _check_rows_sql(conn: Connection) -> str:
+    """Every stored minute of the range with its newest check (or none: unchecked), and the
+    checked minutes that have no row (``missing``)."""
+    ts, ph = conn.quote("timestamp"), conn.ph
+    return (
+        f"SELECT t.{ts}, c.status FROM {TABLE} t LEFT JOIN {CHECKS_TABLE} c"
+        f" ON c.symbol = t.symbol AND c.{ts} = t.{ts}"
+        f" WHERE t.symbol = {ph} AND t.{ts} >= {ph} AND t.{ts} <= {ph}"
+        f" UNION ALL SELECT c.{ts}, c.status FROM {CHECKS_TABLE} c"
+        f" WHERE c.symbol = {ph} AND c.{ts} >= {ph} AND c.{ts} <= {ph} AND NOT EXISTS"
+        f" (SELECT 1 FROM {TABLE} t WHERE t.symbol = c.symbol AND t.{ts} = c.{ts})"
+        f" ORDER BY 1 LIMIT {MAX_ROWS}"
+    )
+
+
 class MinuteReads:
     """Rules 1-5 over one database; synchronous (the caller picks the thread)."""
 
@@ -126,6 +142,15 @@ class MinuteReads:
 
     def minutes(self, symbol: str, start: str, end: str) -> list[dict[str, Value]]:
         return [row_texts(r) for r in self._query(_range_sql, (symbol, start, end))]
+
+    def checks(self, symbol: str, start: str, end: str) -> list[tuple[str, str]]:
+        """``(minute, status)`` in the range, in time order: every stored minute (status
+        ``unchecked`` until ``tradepipe verify`` has written one) and every ``missing`` one."""
+        params = (symbol, start, end) * 2
+        return [
+            (_minute(r[0]), "unchecked" if r[1] is None else str(r[1]))
+            for r in self._query(_check_rows_sql, params)
+        ]
 
     def close(self) -> None:
         self._connector.close()
