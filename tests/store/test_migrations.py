@@ -53,9 +53,14 @@ def test_migrate_twice_applies_once(empty_url: str, capsys: pytest.CaptureFixtur
     assert "applied 0001_trade_minutes" in capsys.readouterr().err
     assert {"trade_minutes", "schema_migrations"} <= tables(empty_url)
     assert main(["migrate", "--db", empty_url]) == 0
-    assert "is up to date (version 0001)" in capsys.readouterr().err
+    newest = available(parse_db_url(empty_url).dialect)[-1]
+    assert f"is up to date (version {newest.version:04d})" in capsys.readouterr().err
     conn = connect(parse_db_url(empty_url))
-    assert conn.query("SELECT version, name FROM schema_migrations") == [(1, "trade_minutes")]
+    recorded = conn.query("SELECT version, name FROM schema_migrations ORDER BY version")
+    assert [tuple(r) for r in recorded] == [
+        (m.version, m.name) for m in available(parse_db_url(empty_url).dialect)
+    ]
+    assert recorded[0] == (1, "trade_minutes")
     conn.close()
 
 
@@ -78,7 +83,8 @@ def test_concurrent_migrations_are_safe(empty_url: str) -> None:
         th.start()
     for th in threads:
         th.join()
-    assert sorted(results) == [0, 0, 0, 0, 0, 1]  # type: ignore[type-var]
+    every = len(available(parse_db_url(empty_url).dialect))
+    assert sorted(results) == [0, 0, 0, 0, 0, every]  # type: ignore[type-var]
 
 
 def test_writers_refuse_an_unmigrated_database(empty_url: str) -> None:
