@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from tradepipe.store import MinuteReads, SqliteUrl, parse_db_url
 from tradepipe.store.reads import Value
+from tradepipe.store.series import SeriesValue
 from tradepipe.store.url import DbUrlError
 
 T = TypeVar("T")
@@ -42,6 +43,9 @@ class MinuteReader:
 
     async def minutes(self, symbol: str, start: str, end: str) -> list[dict[str, Value]]:
         return await self._run(self.reads.minutes, symbol, start, end)
+
+    async def series(self, symbol: str, start: str, end: str) -> list[dict[str, SeriesValue]]:
+        return await self._run(self.reads.series, symbol, start, end)
 
     async def close(self) -> None:
         """Close the connection in the thread that used it, then end the thread."""

@@ -1,4 +1,5 @@
-"""Reading ``trade_minutes`` for display (the dashboard): symbols, the newest minute, a range.
+"""Reading ``trade_minutes`` for display (the dashboard): symbols, the newest minute, a range,
+and a range's derived order-flow series (:mod:`tradepipe.store.series`).
 
 Rules:
 
@@ -43,6 +44,7 @@ from tradepipe.core.rows import (
 )
 from tradepipe.store.connection import Connection, Connector
 from tradepipe.store.minutes import TABLE, columns_sql
+from tradepipe.store.series import SeriesValue, prepare, series_params, series_row, series_sql
 from tradepipe.store.url import DbUrl, SqliteUrl
 
 MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER
@@ -94,6 +96,11 @@ def _newest_sql(conn: Connection) -> str:
     return f"SELECT MAX({conn.quote('timestamp')}) FROM {TABLE} WHERE symbol = {conn.ph}"
 
 
+def _series_sql(conn: Connection) -> str:
+    prepare(conn)  # SQLite: the exact decimal functions the query calls (series.py, rule 1)
+    return series_sql(conn)
+
+
 def _range_sql(conn: Connection) -> str:
     ts, ph = conn.quote("timestamp"), conn.ph
     return (
@@ -126,6 +133,10 @@ class MinuteReads:
 
     def minutes(self, symbol: str, start: str, end: str) -> list[dict[str, Value]]:
         return [row_texts(r) for r in self._query(_range_sql, (symbol, start, end))]
+
+    def series(self, symbol: str, start: str, end: str) -> list[dict[str, SeriesValue]]:
+        """The derived order-flow series of a range (:mod:`tradepipe.store.series`)."""
+        return [series_row(r) for r in self._query(_series_sql, series_params(symbol, start, end))]
 
     def close(self) -> None:
         self._connector.close()
