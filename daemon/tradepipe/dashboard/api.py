@@ -79,16 +79,26 @@ def spread(avg_b: Value, avg_s: Value) -> str | None:
     return format(Decimal(avg_b) - Decimal(avg_s), "f")
 
 
-async def minutes_payload(reader: MinuteReader, req: MinutesRequest) -> dict[str, Any]:
+async def resolve(
+    reader: MinuteReader, req: MinutesRequest
+) -> tuple[str | None, str | None, str | None]:
+    """(from, to, newest) of a request: ``last`` counts back from the symbol's newest minute."""
     newest = await reader.newest(req.symbol)
     if req.last is not None:
-        end = newest
-        start = _shift(newest, 1 - req.last) if newest else None
-    else:
-        start, end = req.start, req.end
+        return (_shift(newest, 1 - req.last) if newest else None), newest, newest
+    return req.start, req.end, newest
+
+
+def bounds(start: str | None, end: str | None, newest: str) -> tuple[str, str]:
+    """The inclusive minutes to read: an open end reaches the first or the newest minute."""
+    return start or "0000-01-01 00:00:00", end or newest
+
+
+async def minutes_payload(reader: MinuteReader, req: MinutesRequest) -> dict[str, Any]:
+    start, end, newest = await resolve(reader, req)
     rows = []
     if newest is not None:
-        rows = await reader.minutes(req.symbol, start or "0000-01-01 00:00:00", end or newest)
+        rows = await reader.minutes(req.symbol, *bounds(start, end, newest))
     columns: dict[str, list[Value]] = {c: [r[c] for r in rows] for c in ROW_COLUMNS}
     del columns["symbol"]
     columns["spread"] = [spread(r["avg_b"], r["avg_s"]) for r in rows]

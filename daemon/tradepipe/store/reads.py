@@ -31,7 +31,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pymysql
 
@@ -47,6 +47,7 @@ from tradepipe.store.minutes import TABLE, columns_sql
 from tradepipe.store.series import SeriesValue, prepare, series_params, series_row, series_sql
 from tradepipe.store.url import DbUrl, SqliteUrl
 
+T = TypeVar("T")
 MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER
 MAX_ROWS = 20_000  # two weeks of minutes for one symbol; the page asks for less
 
@@ -144,6 +145,10 @@ class MinuteReads:
     def _query(
         self, sql_of: Callable[[Connection], str], params: Sequence[object] = ()
     ) -> list[tuple[Any, ...]]:
+        return self.using(lambda conn: conn.query(sql_of(conn), params))
+
+    def using(self, work: Callable[[Connection], T]) -> T:
+        """``work(connection)`` under rules 4 and 5 (the export's paged reads use it)."""
         if (why := self.missing()) is not None:
             raise QueryError(why)
         try:
@@ -151,7 +156,7 @@ class MinuteReads:
         except _DRIVER_ERRORS as exc:
             raise QueryError(f"{self._cannot_open()}: {exc}") from None
         try:
-            return conn.query(sql_of(conn), params)
+            return work(conn)
         except _DRIVER_ERRORS as exc:
             self.close()  # rule 4: the next read starts on a new connection
             raise QueryError(f"query on {self._what()} failed: {exc}") from None
