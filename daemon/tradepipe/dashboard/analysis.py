@@ -27,7 +27,6 @@ import numpy as np
 from scipy import stats
 
 from tradepipe.core.rows import minute_ms_of_text
-from tradepipe.store.reads import Value
 from tradepipe.store.series import SeriesValue
 
 PREDICTORS = ("imbalance", "delta_quote", "spread")
@@ -41,30 +40,25 @@ def _float(value: object) -> float | None:
 
 
 def forward_returns(
-    timestamps: Sequence[str], closes: Sequence[Value], k: int
+    minutes_ms: Sequence[int], closes: Sequence[Decimal], k: int
 ) -> list[float | None]:
     """``close[t+k] / close[t] - 1`` where minute ``t + k`` is in the data, else ``None``."""
-    at = {minute_ms_of_text(t): Decimal(str(c)) for t, c in zip(timestamps, closes, strict=True)}
+    at = dict(zip(minutes_ms, closes, strict=True))
     out: list[float | None] = []
-    for t in timestamps:
-        now, later = minute_ms_of_text(t), at.get(minute_ms_of_text(t) + k * 60_000)
-        out.append(None if later is None else float(later / at[now] - 1))
+    for now, close in zip(minutes_ms, closes, strict=True):
+        later = at.get(now + k * 60_000)
+        out.append(None if later is None else float(later / close - 1))
     return out
 
 
-def predictor_values(
-    minutes: Sequence[Mapping[str, Value]], series: Sequence[Mapping[str, SeriesValue]]
-) -> dict[str, list[float | None]]:
-    by_minute = {s["timestamp"]: s for s in series}
+def predictor_values(series: Sequence[Mapping[str, SeriesValue]]) -> dict[str, list[float | None]]:
     out: dict[str, list[float | None]] = {p: [] for p in PREDICTORS}
-    for m in minutes:
-        s = by_minute.get(m["timestamp"], {})
-        out["imbalance"].append(_float(s.get("imbalance")))
-        out["delta_quote"].append(_float(s.get("delta_quote")))
-        b, a = m["avg_b"], m["avg_s"]
-        out["spread"].append(
-            None if b is None or a is None else float(Decimal(str(b)) - Decimal(str(a)))
-        )
+    for s in series:
+        out["imbalance"].append(_float(s["imbalance"]))
+        out["delta_quote"].append(_float(s["delta_quote"]))
+        b, a = s["avg_b"], s["avg_s"]
+        spread = None if b is None or a is None else float(Decimal(str(b)) - Decimal(str(a)))
+        out["spread"].append(spread)
     return out
 
 
@@ -92,19 +86,20 @@ def fit(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def analyse(
-    minutes: Sequence[Mapping[str, Value]], series: Sequence[Mapping[str, SeriesValue]]
-) -> list[dict[str, Any]]:
-    """One panel per (predictor, horizon), predictors outermost."""
-    timestamps = [str(m["timestamp"]) for m in minutes]
-    closes = [m["close"] for m in minutes]
-    xs = predictor_values(minutes, series)
+def analyse(series: Sequence[Mapping[str, SeriesValue]]) -> list[dict[str, Any]]:
+    """One panel per (predictor, horizon), predictors outermost, from the range's derived
+    series rows (:mod:`tradepipe.store.series`, which carries ``close``, ``avg_b``, ``avg_s``)."""
+    minutes_ms = [minute_ms_of_text(str(s["timestamp"])) for s in series]
+    closes = [Decimal(str(s["close"])) for s in series]
+    xs = predictor_values(series)
+    returns = {k: forward_returns(minutes_ms, closes, k) for k in HORIZONS}
     panels = []
     for name in PREDICTORS:
         for k in HORIZONS:
-            ys = forward_returns(timestamps, closes, k)
             pairs = [
-                (x, y) for x, y in zip(xs[name], ys, strict=True) if x is not None and y is not None
+                (x, y)
+                for x, y in zip(xs[name], returns[k], strict=True)
+                if x is not None and y is not None
             ]
             result = fit([p[0] for p in pairs], [p[1] for p in pairs])
             panels.append({"predictor": name, "horizon": k, **result})

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,17 +37,13 @@ async def series_payload(reader: MinuteReader, req: MinutesRequest) -> dict[str,
 
 async def analysis_payload(reader: MinuteReader, req: MinutesRequest) -> dict[str, Any]:
     start, end, newest = await resolve(reader, req)
-    minutes, series = [], []
-    if newest is not None:
-        first, last = bounds(start, end, newest)
-        minutes = await reader.minutes(req.symbol, first, last)
-        series = await reader.series(req.symbol, first, last)
+    series = [] if newest is None else await reader.series(req.symbol, *bounds(start, end, newest))
     return {
         "symbol": req.symbol,
         "from": start,
         "to": end,
-        "minutes": len(minutes),
-        "panels": analyse(minutes, series),
+        "minutes": len(series),
+        "panels": await asyncio.to_thread(analyse, series),  # numpy/scipy off the event loop
     }
 
 

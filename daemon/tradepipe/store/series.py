@@ -13,7 +13,8 @@ minutes), in timestamp order:
 - ``whale_share`` = the >= 100k buckets' share of the minute's quote volume
   (``usd_100k_1m_* + usd_ge1m_*`` over ``total_usd_b + total_usd_s``; NULL when the order-flow
   columns are NULL, a row from before migration 0003);
-- ``ret`` = ``close / open - 1``, the minute's return from its own OHLC.
+- ``ret`` = ``close / open - 1``, the minute's return from its own OHLC;
+- and, unchanged, ``close``, ``avg_b`` and ``avg_s`` (what the analysis panel also needs).
 
 Rules:
 
@@ -50,6 +51,9 @@ EXACT_SERIES = (
 )
 RATIO_SERIES = ("imbalance", "whale_share", "ret")
 SERIES = (*EXACT_SERIES, *RATIO_SERIES)
+# Passed through for the analysis panel (one query gives it everything it needs).
+PASSED = ("close", "avg_b", "avg_s")
+EIGHT = Decimal("1e-8")
 _PLACES = {
     name: Decimal("1e-16") if name.endswith("quote") else Decimal("1e-8") for name in EXACT_SERIES
 }
@@ -120,14 +124,16 @@ def series_sql(conn: Connection) -> str:
         f"{total}({d_quote}) OVER ({day}) AS cvd_day_quote, "
         f"({num(q('total_usd_b'))} - {num(q('total_usd_s'))}) / NULLIF({volume}, 0) AS imbalance, "
         f"({whale}) / NULLIF({volume}, 0) AS whale_share, "
-        f"{num(q('close'))} / {num(q('open'))} - 1 AS ret "
+        f"{num(q('close'))} / {num(q('open'))} - 1 AS ret, "
+        f"{q('close')} AS close_, {q('avg_b')} AS avg_b_, {q('avg_s')} AS avg_s_ "
         f"FROM {TABLE} WHERE symbol = {ph} AND {ts} >= {ph} AND {ts} <= {ph}"
     )
     return (
         f"SELECT ts, delta_base, delta_quote, cvd_day_base, cvd_day_quote, "
         f"{total}(delta_base) OVER (ORDER BY ts) AS cvd_range_base, "
         f"{total}(delta_quote) OVER (ORDER BY ts) AS cvd_range_quote, "
-        f"imbalance, whale_share, ret FROM ({inner}) AS day_rows WHERE ts >= {ph} ORDER BY ts"
+        f"imbalance, whale_share, ret, close_, avg_b_, avg_s_ "
+        f"FROM ({inner}) AS day_rows WHERE ts >= {ph} ORDER BY ts"
     )
 
 
@@ -141,9 +147,11 @@ SeriesValue = str | float | None
 def series_row(raw: Sequence[Any]) -> dict[str, SeriesValue]:
     """One result row -> ``timestamp`` text, exact texts (rule 1) and floats (rule 2)."""
     out: dict[str, SeriesValue] = {"timestamp": timestamp_text(raw[0])}
-    for name, value in zip(SERIES, raw[1:], strict=True):
+    for name, value in zip((*SERIES, *PASSED), raw[1:], strict=True):
         if value is None:
             out[name] = None
+        elif name in PASSED:
+            out[name] = format(_dec(value).quantize(EIGHT, context=EXACT), "f")
         elif name in _PLACES:
             out[name] = format(_dec(value).quantize(_PLACES[name], context=EXACT), "f")
         else:

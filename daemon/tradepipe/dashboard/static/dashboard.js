@@ -16,7 +16,7 @@ const CHARTS = [
 ];
 
 const $ = (id) => document.getElementById(id);
-const state = { timer: null, generation: 0, last: null, series: null, analysis: null, renderMs: null };
+const state = { timer: null, generation: 0, last: null, series: null, analysis: null, renderMs: null, fetchMs: null };
 window.tradepipe = state; // for tests and the curious: state.last is the last API answer
 
 function setStatus(text, isError) {
@@ -272,6 +272,7 @@ async function refresh() {
         return getJSON(`/api/series?${params}`);
       }));
       if (generation !== state.generation) return; // a newer refresh started meanwhile
+      state.fetchMs = performance.now() - started;
       render(payload);
       await Promise.all([renderFlow(payload, series, compares), renderAnalysis(analysis)]);
       state.last = payload;
