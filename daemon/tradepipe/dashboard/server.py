@@ -6,6 +6,7 @@ Routes:
   package (no CDN, no build step), gzip-compressed once in memory and cached by the browser;
 - ``/api/symbols``, ``/api/minutes``: see :mod:`tradepipe.dashboard.api`;
 - ``/api/series``, ``/api/analysis``, ``/api/export``: see :mod:`tradepipe.dashboard.flow_api`;
+- ``/openapi.json``: the OpenAPI 3.1 description of this API (``static/openapi.json``);
 - ``/healthz``: 200 when the database answers, 503 and the reason otherwise.
 
 A database failure answers 503 with ``{"error": ...}``; the page shows it and keeps polling.
@@ -46,6 +47,7 @@ STATIC_TYPES = {
     "index.html": "text/html",
     "dashboard.js": "text/javascript",
     "dashboard.css": "text/css",
+    "openapi.json": "application/json",
 }
 # Plotly injects <style> elements; everything else comes from this origin.
 CSP = (
@@ -102,6 +104,7 @@ class DashboardServer:
         app.router.add_get("/api/series", self._series)
         app.router.add_get("/api/analysis", self._analysis)
         app.router.add_get("/api/export", self._export)
+        app.router.add_get("/openapi.json", self._openapi)
         app.router.add_get("/healthz", self._healthz)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
 
@@ -159,6 +162,9 @@ class DashboardServer:
 
     async def _index(self, request: web.Request) -> web.Response:
         return self._send(request, "index.html", "no-cache")
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        return self._send(request, "openapi.json", "no-cache")
 
     async def _static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
