@@ -173,7 +173,7 @@ function renderAnalysis(analysis) {
     const key = `${p.predictor}:${p.horizon}`;
     data.push({
       type: "scatter", mode: "markers", x: p.points.x, y: p.points.y, meta: `points:${key}`,
-      marker: { size: 4, color: "#2563eb", opacity: 0.6 }, ...axes,
+      marker: { size: 4, color: "rgba(37, 99, 235, 0.6)" }, ...axes,
       hovertemplate: `${PREDICTOR_NAMES[p.predictor]} %{x}<br>return +${p.horizon} min %{y}<extra></extra>`,
     });
     if (p.line) {
