@@ -107,10 +107,10 @@ def run(args: argparse.Namespace) -> int:
         with partial.open("wb") as out:
             written = write_rows(_progress(iter_pages(conn, rows), total, show), out, args.format)
         os.replace(partial, output)
-    except OSError as exc:
+    except OSError as exc:  # the output file cannot be written
         print(f"tradepipe export: {exc}", file=sys.stderr)
         partial.unlink(missing_ok=True)
-        return EXIT_USAGE if not isinstance(exc, sqlite3.Error) else EXIT_DB
+        return EXIT_USAGE
     except (pymysql.MySQLError, sqlite3.Error, RangeError, ExportError) as exc:
         print(f"tradepipe export: {url}: {exc}", file=sys.stderr)
         partial.unlink(missing_ok=True)

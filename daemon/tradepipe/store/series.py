@@ -37,6 +37,7 @@ from decimal import Decimal
 from typing import Any
 
 from tradepipe.core.aggregate import EXACT
+from tradepipe.core.flow import WHALE_BUCKETS
 from tradepipe.core.rows import timestamp_text
 from tradepipe.store.connection import Connection
 from tradepipe.store.minutes import TABLE
@@ -57,7 +58,8 @@ EIGHT = Decimal("1e-8")
 _PLACES = {
     name: Decimal("1e-16") if name.endswith("quote") else Decimal("1e-8") for name in EXACT_SERIES
 }
-_WHALE = ("usd_100k_1m_b", "usd_ge1m_b", "usd_100k_1m_s", "usd_ge1m_s")
+# The >= 100k buckets, from the one place the bounds live (core/flow.py).
+_WHALE = tuple(f"usd_{bucket}_{side}" for bucket in WHALE_BUCKETS for side in "bs")
 
 
 def _dec(text: object) -> Decimal:

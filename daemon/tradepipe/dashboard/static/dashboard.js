@@ -106,8 +106,8 @@ function renderFlow(payload, series, compares) {
   const c = payload.columns;
   const s = series.columns;
   const x = c.timestamp;
-  const bar = (meta, name, values, yaxis, color) => ({
-    type: "bar", x: s.timestamp.length === x.length ? x : s.timestamp, y: values.map(num),
+  const bar = (meta, name, xs, values, yaxis, color) => ({
+    type: "bar", x: xs, y: values.map(num),
     customdata: values.map(exact), meta, name, yaxis, marker: { color },
     hovertemplate: `${name}: %{customdata}<extra></extra>`,
   });
@@ -120,15 +120,14 @@ function renderFlow(payload, series, compares) {
     {
       type: "candlestick", x, meta: "ohlc", name: payload.symbol, yaxis: "y",
       open: c.open.map(num), high: c.high.map(num), low: c.low.map(num), close: c.close.map(num),
-      customdata: x.map((_, i) => `O ${c.open[i]} H ${c.high[i]} L ${c.low[i]} C ${c.close[i]}`),
       increasing: { line: { color: BUY } }, decreasing: { line: { color: SELL } },
       hovertext: x.map((_, i) => `O ${c.open[i]} H ${c.high[i]} L ${c.low[i]} C ${c.close[i]}`),
       hoverinfo: "x+text",
     },
-    { ...bar("total_usd_b", "buy volume", c.total_usd_b, "y2", BUY), x },
-    { ...bar("total_usd_s", "sell volume", c.total_usd_s, "y2", SELL), x },
+    bar("total_usd_b", "buy volume", x, c.total_usd_b, "y2", BUY),
+    bar("total_usd_s", "sell volume", x, c.total_usd_s, "y2", SELL),
     {
-      ...bar("delta_quote", "delta (buy − sell)", s.delta_quote, "y3", BUY), x: s.timestamp,
+      ...bar("delta_quote", "delta (buy − sell)", s.timestamp, s.delta_quote, "y3", BUY),
       marker: { color: s.delta_quote.map((v) => (v !== null && v.startsWith("-") ? SELL : BUY)) },
     },
     line("cvd_day_quote", `${payload.symbol} CVD since 00:00 UTC`, s.timestamp, s.cvd_day_quote, "#2563eb", "solid"),
