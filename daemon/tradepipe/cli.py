@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "aggregate": "offline: trade files -> per-minute rows on stdout",
     "migrate": "apply migrations/ to MySQL or SQLite",
     "load": "aggregate files and upsert the rows (the Lambda's code path)",
+    "export": "the rows of a range as CSV or Parquet, exact decimals",
     "replay": "Binance-compatible WebSocket + REST emulator over recorded trades",
     "run": "the whole pipeline locally, on embedded defaults",
     "dashboard": "the dashboard alone",

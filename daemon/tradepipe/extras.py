@@ -7,8 +7,9 @@ before importing anything with one line naming it and exit status 2 (never a tra
 | command | extra | modules checked |
 |---|---|---|
 | ``migrate``, ``load``, ``verify`` | ``db`` | pymysql |
+| ``export`` | ``export`` | pyarrow, tqdm, pymysql |
 | ``sink`` | ``sink`` | aioboto3, botocore |
-| ``dashboard`` | ``dashboard`` | plotly, pymysql |
+| ``dashboard`` | ``dashboard`` | plotly, numpy, scipy, and the export extra's |
 | ``run`` | ``local`` | all of the above |
 
 ``MODULES`` names the top-level modules each extra's distributions install; tests/deps checks
@@ -21,11 +22,13 @@ import importlib.util
 
 _DB = ("pymysql",)
 _SINK = ("aioboto3", "botocore")
-_DASHBOARD = ("plotly", *_DB)
+_EXPORT = ("pyarrow", "tqdm", *_DB)
+_DASHBOARD = ("plotly", "numpy", "scipy", *_EXPORT)
 
 MODULES: dict[str, tuple[str, ...]] = {
     "db": _DB,
     "sink": _SINK,
+    "export": _EXPORT,
     "dashboard": _DASHBOARD,
     "local": (*_SINK, *_DASHBOARD),
 }
@@ -34,6 +37,7 @@ NEEDS: dict[str, str] = {
     "migrate": "db",
     "load": "db",
     "verify": "db",
+    "export": "export",
     "sink": "sink",
     "dashboard": "dashboard",
     "run": "local",

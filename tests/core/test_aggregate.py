@@ -11,6 +11,7 @@ from tests.conftest import unavailable
 from tests.core.helpers import BASE_T, line
 
 from tradepipe.core import (
+    ROW_COLUMNS,
     IdRanges,
     Row,
     Trade,
@@ -20,6 +21,7 @@ from tradepipe.core import (
     read_file,
     rows_of,
 )
+from tradepipe.core.rows import BASE_COLUMNS
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "binance"
 
@@ -40,7 +42,7 @@ def test_hand_computed_minute() -> None:
         (4, "100.25000000", "3.00000000", 59_999, True),  # sell 3 @ 100.25, last ms of minute
     )
     (row,) = rows_of(aggregate(ts).values())
-    assert row.texts() == (
+    assert row.texts()[: len(BASE_COLUMNS)] == (
         "BTCUSDT",
         "2024-11-24 00:00:00",
         "2",
@@ -60,6 +62,20 @@ def test_hand_computed_minute() -> None:
         "99.50000000",
         "100.25000000",
     )
+    flow = dict(
+        zip(ROW_COLUMNS[len(BASE_COLUMNS) :], row.texts()[len(BASE_COLUMNS) :], strict=True)
+    )
+    zero, zero16 = "0", "0.0000000000000000"
+    expected = {c: zero if c.startswith("count_") else zero16 for c in flow}
+    expected |= {
+        "max_usd_b": "200.0000000000000000",  # 2 @ 100
+        "max_usd_s": "300.7500000000000000",  # 3 @ 100.25
+        "count_lt1k_b": "2",
+        "count_lt1k_s": "2",
+        "usd_lt1k_b": "249.7500000000000000",
+        "usd_lt1k_s": "401.7500000000000000",
+    }
+    assert flow == expected
 
 
 def test_minute_boundary_59_999_vs_00_000() -> None:

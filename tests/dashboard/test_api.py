@@ -16,7 +16,7 @@ import msgspec
 import pytest
 from tests.dashboard.helpers import THREE_SYMBOLS, expected_rows, load, synthetic_trades, trades_of
 
-from tradepipe.core import ROW_COLUMNS, Row
+from tradepipe.core import FLOW_COLUMNS, ROW_COLUMNS, Row
 from tradepipe.dashboard import DashboardServer, QueryError, open_reader
 from tradepipe.store.reads import row_texts
 
@@ -185,6 +185,7 @@ async def test_page_and_local_plotly(tmp_path: Path, session: aiohttp.ClientSess
 def test_floats_are_refused_never_rounded() -> None:
     raw = ["BTCUSDT", "2024-11-24 00:00:00", 1, 0, 0.1, "0", "0", "0", None, None, 1, 0, 5, 5]
     raw += ["1", "1", "1", "1"]
+    raw += [None] * len(FLOW_COLUMNS)  # a row from before the order-flow columns
     with pytest.raises(QueryError, match="total_btc_b holds a float"):
         row_texts(raw)
     raw[4] = Decimal("0.1")  # what MySQL's DECIMAL gives
@@ -194,6 +195,7 @@ def test_floats_are_refused_never_rounded() -> None:
 def test_integers_beyond_javascripts_exact_range_are_sent_as_text() -> None:
     raw = ["BTCUSDT", "2024-11-24 00:00:00", 1, 0, "1", "0", "0", "0", None, None]
     raw += [2**53, 0, 2**53 - 1, 2**53 - 1, "1", "1", "1", "1"]
+    raw += [None] * len(FLOW_COLUMNS)
     row = row_texts(raw)
     assert row["trades_b"] == "9007199254740992" and row["first_agg_id"] == 2**53 - 1
     assert msgspec.json.decode(msgspec.json.encode(row))["last_agg_id"] == 9007199254740991

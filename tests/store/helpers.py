@@ -93,6 +93,15 @@ def hand_trade(a: int, p: str, q: str, f: int, l: int, dt_ms: int, m: bool) -> T
     return Trade("BTCUSDT", a, Decimal(p), Decimal(q), f, l, MINUTE + dt_ms, m)
 
 
+def small_flow(
+    max_b: str, max_s: str, n_b: int, n_s: int, usd_b: str, usd_s: str
+) -> tuple[str, ...]:
+    """The order-flow texts of a minute whose every trade is under 1k quote units."""
+    zero16 = "0.0000000000000000"
+    other = ("0", "0", zero16, zero16) * 4
+    return (max_b, max_s, str(n_b), str(n_s), usd_b, usd_s, *other)
+
+
 # A hand-checked example: four trades over two minutes and the rows they must give.
 HAND = [
     hand_trade(10, "100.5", "2", 1, 3, 1_000, False),  # buy 3 trades
@@ -105,11 +114,15 @@ HAND_ROWS = [
         "BTCUSDT", "2024-11-24 00:00:00", "2", "1", "3.00000000", "0.50000000",
         "300.2500000000000000", "50.5000000000000000", "100.08333333", "101.00000000",
         "5", "1", "10", "12", "100.50000000", "101.00000000", "99.25000000", "99.25000000",
+        *small_flow("201.0000000000000000", "50.5000000000000000", 2, 1,
+                    "300.2500000000000000", "50.5000000000000000"),
     ),
     (
         "BTCUSDT", "2024-11-24 00:01:00", "0", "1", "0.00000000", "0.10000000",
         "0.0000000000000000", "9.8000000000000000", "", "98.00000000",
         "0", "1", "13", "13", "98.00000000", "98.00000000", "98.00000000", "98.00000000",
+        *small_flow("0.0000000000000000", "9.8000000000000000", 0, 1,
+                    "0.0000000000000000", "9.8000000000000000"),
     ),
 ]  # fmt: skip
 

@@ -14,7 +14,6 @@ Exit status: 0 all lines good, 1 the database failed, 2 unusable arguments or un
 from __future__ import annotations
 
 import argparse
-import itertools
 import sqlite3
 import sys
 import time
@@ -27,7 +26,7 @@ import pymysql
 from tradepipe.commands.aggregate import RejectLog, trades_only
 from tradepipe.commands.migrate import db_url_of
 from tradepipe.config import ConfigError
-from tradepipe.core import SourceError, Trade, read_file
+from tradepipe.core import SourceError, Trade, minute_of, read_file
 from tradepipe.store import DbUrlError, MigrationError, Store, connect, migrate
 
 HELP = "aggregate files and upsert the rows (the Lambda's code path)"
@@ -46,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--symbol", help="symbol of data-dump CSV files whose name lacks it")
     parser.add_argument(
         "--batch", type=int, default=DEFAULT_BATCH, metavar="N",
-        help=f"trades per transaction (default {DEFAULT_BATCH})",
+        help=f"trades per transaction, rounded up to a whole minute (default {DEFAULT_BATCH})",
     )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
 
@@ -75,7 +74,19 @@ class Progress:
 
 
 def batches(trades: Iterator[Trade], size: int) -> Iterator[list[Trade]]:
-    while batch := list(itertools.islice(trades, size)):
+    """At least ``size`` trades per batch, ended where the (symbol, minute) changes: a minute
+    read in order stays in one batch, so a load can rebuild its order-flow columns (the
+    upsert's rule 7) even when the minute straddles ``size``."""
+    batch: list[Trade] = []
+    last: tuple[str, int] | None = None
+    for t in trades:
+        key = (t.symbol, minute_of(t.time_ms))
+        if len(batch) >= size and key != last:
+            yield batch
+            batch = []
+        batch.append(t)
+        last = key
+    if batch:
         yield batch
 
 

@@ -14,6 +14,7 @@ from tradepipe.core.aggregate import (
     vwap,
 )
 from tradepipe.core.errors import REASONS, ParseError, Reason
+from tradepipe.core.flow import BOUNDS, BUCKETS, FLOW_COLUMNS, OrderFlow
 from tradepipe.core.idranges import IdRanges
 from tradepipe.core.layout import ObjectKey, parse_key, sink_object_name
 from tradepipe.core.parse import (
@@ -41,6 +42,9 @@ from tradepipe.core.sources import (
 from tradepipe.core.trade import Side, Trade
 
 __all__ = [
+    "BOUNDS",
+    "BUCKETS",
+    "FLOW_COLUMNS",
     "MINUTE_MS",
     "REASONS",
     "ROW_COLUMNS",
@@ -50,6 +54,7 @@ __all__ = [
     "MinuteKey",
     "MinutePartial",
     "ObjectKey",
+    "OrderFlow",
     "ParseError",
     "Reason",
     "Rejected",

@@ -21,6 +21,9 @@ Rules (the state this module keeps, and how it may be combined):
    (written out) is the shells' policy (the sink's grace period); correctness never depends on it.
 6. **Exactness.** All arithmetic runs in a decimal context that traps any rounding; only
    ``avg_*`` is rounded, half-even to 8 places, and is ``None`` when its side is empty.
+7. **Order flow.** A partial also carries ``flow`` (:mod:`tradepipe.core.flow`: the largest
+   notional and the notional buckets per side), merged by the same rule 3; ``None`` means
+   unknown (a row stored before those columns existed) and stays ``None`` through merges.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from tradepipe.core.flow import BOUNDS16, N_BUCKETS, OrderFlow
 from tradepipe.core.idranges import IdRanges
 from tradepipe.core.trade import Trade
 
@@ -71,6 +75,7 @@ class MinutePartial:
     high: Decimal
     low: Decimal
     ids: IdRanges
+    flow: OrderFlow | None = None
 
     @property
     def key(self) -> MinuteKey:
@@ -103,9 +108,28 @@ class MinutePartial:
             high=max(self.high, other.high),
             low=min(self.low, other.low),
             ids=self.ids.union(other.ids),
+            flow=merge_flows(self.flow, other.flow),
         )
 
 
+def merge_flows(a: OrderFlow | None, b: OrderFlow | None) -> OrderFlow | None:
+    """Rule 7: counts and sums add, maxima take the larger; unknown stays unknown."""
+    if a is None or b is None:
+        return None
+    add = EXACT.add
+    return OrderFlow(
+        max_b=max(a.max_b, b.max_b),
+        max_s=max(a.max_s, b.max_s),
+        counts_b=tuple(x + y for x, y in zip(a.counts_b, b.counts_b, strict=True)),
+        counts_s=tuple(x + y for x, y in zip(a.counts_s, b.counts_s, strict=True)),
+        usd_b=tuple(add(x, y) for x, y in zip(a.usd_b, b.usd_b, strict=True)),
+        usd_s=tuple(add(x, y) for x, y in zip(a.usd_s, b.usd_s, strict=True)),
+    )
+
+
+# The bucket bounds, unpacked for the hot path (written for these five buckets: a change in
+# their number fails here, at import).
+_B1, _B2, _B3, _B4 = BOUNDS16
 SCALE = 10**8  # prices and quantities are exact at 8 places: held as integers x 1e8
 
 
@@ -114,22 +138,24 @@ class _Acc:
 
     Ids are kept as runs while they arrive in increasing order (the normal case: no per-id
     memory); the first id that arrives out of order switches the minute to an explicit set.
+    ``fcount``/``fquote``: the notional buckets, buy side at ``0..N-1``, sell side at ``N..2N-1``;
+    a side's count and quote amount are their sums (kept once, not twice, on the hot path).
     """
 
     __slots__ = (
         "base_b",
         "base_s",
         "close",
-        "count_b",
-        "count_s",
+        "fcount",
         "first_id",
+        "fmax_b",
+        "fmax_s",
+        "fquote",
         "high",
         "id_set",
         "last_id",
         "low",
         "open",
-        "quote_b",
-        "quote_s",
         "run_lo",
         "runs",
         "trades_b",
@@ -137,14 +163,16 @@ class _Acc:
     )
 
     def __init__(self, agg_id: int, price: int) -> None:
-        self.count_b = self.count_s = self.trades_b = self.trades_s = 0
-        self.base_b = self.base_s = self.quote_b = self.quote_s = 0
+        self.trades_b = self.trades_s = self.base_b = self.base_s = 0
         # last_id starts just below the first id so that the first trade extends the first run.
         self.first_id, self.last_id = agg_id, agg_id - 1
         self.open = self.close = self.high = self.low = price
         self.runs: list[tuple[int, int]] = []
         self.run_lo = agg_id
         self.id_set: set[int] | None = None
+        self.fmax_b = self.fmax_s = 0
+        self.fcount = [0] * (2 * N_BUCKETS)
+        self.fquote = [0] * (2 * N_BUCKETS)
 
     def id_ranges(self) -> IdRanges:
         if self.id_set is not None:
@@ -204,16 +232,28 @@ class Aggregator:
             acc.run_lo = a
         if last is None or last[2] is not acc:
             self._last = (symbol, key[1], acc)
-        if sell:
-            acc.count_s += 1
-            acc.base_s += q8
-            acc.quote_s += p8 * q8
-            acc.trades_s += n
+        pq = p8 * q8
+        if pq < _B1:  # the notional bucket (core/flow.py rule 2); most trades are small
+            bucket = 0
+        elif pq < _B2:
+            bucket = 1
+        elif pq < _B3:
+            bucket = 2
         else:
-            acc.count_b += 1
+            bucket = 3 if pq < _B4 else 4
+        if sell:
+            acc.base_s += q8
+            acc.trades_s += n
+            bucket += N_BUCKETS
+            if pq > acc.fmax_s:
+                acc.fmax_s = pq
+        else:
             acc.base_b += q8
-            acc.quote_b += p8 * q8
             acc.trades_b += n
+            if pq > acc.fmax_b:
+                acc.fmax_b = pq
+        acc.fcount[bucket] += 1
+        acc.fquote[bucket] += pq
         if a <= acc.first_id:
             acc.first_id, acc.open = a, p8
         if a >= acc.last_id:
@@ -263,16 +303,20 @@ def _e8(value: int) -> Decimal:
     return Decimal(value).scaleb(-8, EXACT)
 
 
+def _e16(value: int) -> Decimal:
+    return Decimal(value).scaleb(-16, EXACT)
+
+
 def _freeze(key: MinuteKey, acc: _Acc) -> MinutePartial:
     return MinutePartial(
         symbol=key[0],
         minute_ms=key[1],
-        count_b=acc.count_b,
-        count_s=acc.count_s,
+        count_b=sum(acc.fcount[:N_BUCKETS]),
+        count_s=sum(acc.fcount[N_BUCKETS:]),
         base_b=_e8(acc.base_b),
         base_s=_e8(acc.base_s),
-        quote_b=Decimal(acc.quote_b).scaleb(-16, EXACT),
-        quote_s=Decimal(acc.quote_s).scaleb(-16, EXACT),
+        quote_b=_e16(sum(acc.fquote[:N_BUCKETS])),
+        quote_s=_e16(sum(acc.fquote[N_BUCKETS:])),
         trades_b=acc.trades_b,
         trades_s=acc.trades_s,
         first_id=acc.first_id,
@@ -282,6 +326,14 @@ def _freeze(key: MinuteKey, acc: _Acc) -> MinutePartial:
         high=_e8(acc.high),
         low=_e8(acc.low),
         ids=acc.id_ranges(),
+        flow=OrderFlow(
+            max_b=_e16(acc.fmax_b),
+            max_s=_e16(acc.fmax_s),
+            counts_b=tuple(acc.fcount[:N_BUCKETS]),
+            counts_s=tuple(acc.fcount[N_BUCKETS:]),
+            usd_b=tuple(_e16(v) for v in acc.fquote[:N_BUCKETS]),
+            usd_s=tuple(_e16(v) for v in acc.fquote[N_BUCKETS:]),
+        ),
     )
 
 

@@ -4,6 +4,9 @@ Columns, in order, are :data:`ROW_COLUMNS`. Decimal text is plain notation at a 
 8 places for prices, base quantities and averages, 16 for quote amounts (``p x q`` of two
 8-place numbers is exact at 16). These are also the database's DECIMAL scales, so a row read
 back from MySQL prints exactly as ``aggregate`` prints it.
+
+The order-flow columns (:data:`tradepipe.core.flow.FLOW_COLUMNS`) follow the seed's: quote
+amounts at 16 places, counts as integers; empty (NULL) in a row stored before they existed.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from tradepipe.core.aggregate import EIGHT_PLACES, EXACT, SIXTEEN_PLACES, MinutePartial, vwap
+from tradepipe.core.flow import COUNT_COLUMNS, FLOW_COLUMNS, MAX_COLUMNS, USD_COLUMNS, OrderFlow
 
-ROW_COLUMNS = (
+BASE_COLUMNS = (
     "symbol",
     "timestamp",
     "total_count_b",
@@ -35,14 +39,19 @@ ROW_COLUMNS = (
     "low",
     "close",
 )
-QUOTE_COLUMNS = frozenset({"total_usd_b", "total_usd_s"})
+ROW_COLUMNS = (*BASE_COLUMNS, *FLOW_COLUMNS)
+QUOTE_COLUMNS = frozenset({"total_usd_b", "total_usd_s", *MAX_COLUMNS, *USD_COLUMNS})
 DECIMAL_COLUMNS = (
     frozenset({"total_btc_b", "total_btc_s", "avg_b", "avg_s", "open", "high", "low", "close"})
     | QUOTE_COLUMNS
 )
 INT_COLUMNS = frozenset(
     {"total_count_b", "total_count_s", "trades_b", "trades_s", "first_agg_id", "last_agg_id"}
+    | set(COUNT_COLUMNS)
 )
+# Columns that may be NULL: an empty side's average; the order flow of a row from before it.
+NULLABLE_COLUMNS = frozenset({"avg_b", "avg_s", *FLOW_COLUMNS})
+_NO_FLOW: tuple[None, ...] = (None,) * len(FLOW_COLUMNS)
 
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -83,7 +92,8 @@ def decimal_text(value: Decimal | None, column: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One output row; field order is :data:`ROW_COLUMNS`."""
+    """One output row: the seed's columns as fields (:data:`BASE_COLUMNS`), then ``flow``
+    (:data:`FLOW_COLUMNS`; ``None`` when unknown)."""
 
     symbol: str
     timestamp: str
@@ -103,6 +113,7 @@ class Row:
     high: Decimal
     low: Decimal
     close: Decimal
+    flow: OrderFlow | None = None
 
     @classmethod
     def from_partial(cls, p: MinutePartial) -> Row:
@@ -125,27 +136,40 @@ class Row:
             high=p.high,
             low=p.low,
             close=p.close,
+            flow=p.flow,
         )
+
+    def values(self) -> tuple[str | int | Decimal | None, ...]:
+        """Every column's value, in :data:`ROW_COLUMNS` order."""
+        base = tuple(getattr(self, column) for column in BASE_COLUMNS)
+        if self.flow is None:
+            return (*base, *_NO_FLOW)
+        flow = self.flow.values()
+        return (*base, *(flow[column] for column in FLOW_COLUMNS))
 
     def texts(self) -> tuple[str, ...]:
         """Every column as contract text, in :data:`ROW_COLUMNS` order."""
         out = []
-        for column in ROW_COLUMNS:
-            value = getattr(self, column)
-            if column in DECIMAL_COLUMNS:
+        for column, value in zip(ROW_COLUMNS, self.values(), strict=True):
+            if value is None:
+                out.append("")
+            elif isinstance(value, Decimal):  # the DECIMAL_COLUMNS
                 out.append(decimal_text(value, column))
             else:
                 out.append(str(value))
         return tuple(out)
 
     def as_dict(self) -> dict[str, str | int | None]:
-        """JSON-ready: decimals as contract text (``None`` for an empty side), ints as ints."""
+        """JSON-ready: decimals as contract text, ints as ints, ``None`` for NULL (an empty
+        side's average, unknown order flow)."""
         out: dict[str, str | int | None] = {}
         for column, text in zip(ROW_COLUMNS, self.texts(), strict=True):
-            if column in INT_COLUMNS:
+            if not text and column in NULLABLE_COLUMNS:
+                out[column] = None
+            elif column in INT_COLUMNS:
                 out[column] = int(text)
             else:
-                out[column] = text if text or column not in ("avg_b", "avg_s") else None
+                out[column] = text
         return out
 
 

@@ -90,19 +90,30 @@ def spread(avg_b: Value, avg_s: Value) -> str | None:
     return format(Decimal(avg_b) - Decimal(avg_s), "f")
 
 
+async def resolve(
+    reader: MinuteReader, req: MinutesRequest
+) -> tuple[str | None, str | None, str | None]:
+    """(from, to, newest) of a request: ``last`` counts back from the symbol's newest minute."""
+    newest = await reader.newest(req.symbol)
+    if req.last is not None:
+        return (_shift(newest, 1 - req.last) if newest else None), newest, newest
+    return req.start, req.end, newest
+
+
+def bounds(start: str | None, end: str | None, newest: str) -> tuple[str, str]:
+    """The inclusive minutes to read: an open end reaches the first or the newest minute."""
+    return start or "0000-01-01 00:00:00", end or newest
+
+
 CHECK_STATUSES = ("exact", "hole", "mismatch", "missing", "unchecked")
 
 
 async def checks_payload(reader: MinuteReader, req: MinutesRequest) -> dict[str, Any]:
-    newest = await reader.newest(req.symbol)
-    if req.last is not None:
-        end = newest
-        start = _shift(newest, 1 - req.last) if newest else None
-    else:
-        start, end = req.start, req.end
+    """Each checked minute's status in ``minute_checks`` and the share proven ``exact``."""
+    start, end, newest = await resolve(reader, req)
     found: list[tuple[str, str]] = []
     if newest is not None:
-        found = await reader.checks(req.symbol, start or "0000-01-01 00:00:00", end or newest)
+        found = await reader.checks(req.symbol, *bounds(start, end, newest))
     counts = dict.fromkeys(CHECK_STATUSES, 0)
     for _, status in found:
         counts[status] = counts.get(status, 0) + 1
@@ -124,15 +135,10 @@ async def checks_payload(reader: MinuteReader, req: MinutesRequest) -> dict[str,
 
 
 async def minutes_payload(reader: MinuteReader, req: MinutesRequest) -> dict[str, Any]:
-    newest = await reader.newest(req.symbol)
-    if req.last is not None:
-        end = newest
-        start = _shift(newest, 1 - req.last) if newest else None
-    else:
-        start, end = req.start, req.end
+    start, end, newest = await resolve(reader, req)
     rows = []
     if newest is not None:
-        rows = await reader.minutes(req.symbol, start or "0000-01-01 00:00:00", end or newest)
+        rows = await reader.minutes(req.symbol, *bounds(start, end, newest))
     columns: dict[str, list[Value]] = {c: [r[c] for r in rows] for c in ROW_COLUMNS}
     del columns["symbol"]
     columns["spread"] = [spread(r["avg_b"], r["avg_s"]) for r in rows]

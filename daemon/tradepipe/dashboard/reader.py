@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
-from tradepipe.store import MinuteReads, SqliteUrl, parse_db_url
+from tradepipe.export import write_rows
+from tradepipe.store import Connection, MinuteReads, SqliteUrl, parse_db_url
+from tradepipe.store.ranges import RowRange, iter_pages
 from tradepipe.store.reads import Value
+from tradepipe.store.series import SeriesValue
 from tradepipe.store.url import DbUrlError
 
 T = TypeVar("T")
@@ -45,6 +48,16 @@ class MinuteReader:
 
     async def checks(self, symbol: str, start: str, end: str) -> list[tuple[str, str]]:
         return await self._run(self.reads.checks, symbol, start, end)
+    async def series(self, symbol: str, start: str, end: str) -> list[dict[str, SeriesValue]]:
+        return await self._run(self.reads.series, symbol, start, end)
+
+    async def export(self, rows: RowRange, fmt: str, out: BinaryIO) -> int:
+        """Write a range's rows to ``out`` (:mod:`tradepipe.export`) in the read thread."""
+
+        def work(conn: Connection) -> int:
+            return write_rows(iter_pages(conn, rows), out, fmt)
+
+        return await self._run(self.reads.using, work)
 
     async def close(self) -> None:
         """Close the connection in the thread that used it, then end the thread."""

@@ -5,6 +5,8 @@ Routes:
 - ``/static/plotly.min.js``: the charting library, served from the installed ``plotly`` Python
   package (no CDN, no build step), gzip-compressed once in memory and cached by the browser;
 - ``/api/symbols``, ``/api/minutes``, ``/api/checks``: see :mod:`tradepipe.dashboard.api`;
+- ``/api/series``, ``/api/analysis``, ``/api/export``: see :mod:`tradepipe.dashboard.flow_api`;
+- ``/openapi.json``: the OpenAPI 3.1 description of this API (``static/openapi.json``);
 - ``/healthz``: 200 when the database answers, 503 and the reason otherwise.
 
 A database failure answers 503 with ``{"error": ...}``; the page shows it and keeps polling.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import importlib.resources
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +28,17 @@ import structlog
 from aiohttp import web
 
 from tradepipe.dashboard.api import BadRequest, checks_payload, minutes_payload, parse_request
+from tradepipe.dashboard.flow_api import (
+    CONTENT_TYPES,
+    analysis_payload,
+    export_format,
+    export_range,
+    series_payload,
+)
 from tradepipe.dashboard.reader import MinuteReader
+from tradepipe.export.parquet import ExportError
 from tradepipe.observability.http import split_listen
+from tradepipe.store.ranges import RangeError
 from tradepipe.store.reads import QueryError
 
 log = structlog.get_logger("tradepipe.dashboard")
@@ -36,6 +48,7 @@ STATIC_TYPES = {
     "dashboard.js": "text/javascript",
     "dashboard.css": "text/css",
     "checks.js": "text/javascript",
+    "openapi.json": "application/json",
 }
 # Plotly injects <style> elements; everything else comes from this origin.
 CSP = (
@@ -90,6 +103,10 @@ class DashboardServer:
         app.router.add_get("/api/symbols", self._symbols)
         app.router.add_get("/api/minutes", self._minutes)
         app.router.add_get("/api/checks", self._checks)
+        app.router.add_get("/api/series", self._series)
+        app.router.add_get("/api/analysis", self._analysis)
+        app.router.add_get("/api/export", self._export)
+        app.router.add_get("/openapi.json", self._openapi)
         app.router.add_get("/healthz", self._healthz)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
 
@@ -148,6 +165,9 @@ class DashboardServer:
     async def _index(self, request: web.Request) -> web.Response:
         return self._send(request, "index.html", "no-cache")
 
+    async def _openapi(self, request: web.Request) -> web.Response:
+        return self._send(request, "openapi.json", "no-cache")
+
     async def _static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if name not in self._assets or name == "index.html":
@@ -172,12 +192,55 @@ class DashboardServer:
 
     async def _checks(self, request: web.Request) -> web.Response:
         try:
-            req = parse_request(request.query)
-            return _json(await checks_payload(self.reader, req))
+            return _json(await checks_payload(self.reader, parse_request(request.query)))
         except BadRequest as exc:
             return _json({"error": str(exc)}, status=400)
         except QueryError as exc:
             return self._unavailable(exc)
+
+    async def _series(self, request: web.Request) -> web.Response:
+        try:
+            return _json(await series_payload(self.reader, parse_request(request.query)))
+        except BadRequest as exc:
+            return _json({"error": str(exc)}, status=400)
+        except QueryError as exc:
+            return self._unavailable(exc)
+
+    async def _analysis(self, request: web.Request) -> web.Response:
+        try:
+            return _json(await analysis_payload(self.reader, parse_request(request.query)))
+        except BadRequest as exc:
+            return _json({"error": str(exc)}, status=400)
+        except QueryError as exc:
+            return self._unavailable(exc)
+
+    async def _export(self, request: web.Request) -> web.StreamResponse:
+        """The range as a file: written to a temporary file in the read thread, then sent."""
+        try:
+            req, fmt = parse_request(request.query), export_format(request.query)
+            rows, stem = await export_range(self.reader, req)
+            with tempfile.TemporaryFile() as out:
+                await self.reader.export(rows, fmt, out)
+                out.seek(0)
+                response = web.StreamResponse(
+                    headers={
+                        "Content-Type": CONTENT_TYPES[fmt],
+                        "Content-Disposition": f'attachment; filename="{stem}.{fmt}"',
+                        "Cache-Control": "no-store",
+                    }
+                )
+                await response.prepare(request)
+                while chunk := await asyncio.to_thread(out.read, 1 << 20):
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        except BadRequest as exc:
+            return _json({"error": str(exc)}, status=400)
+        except QueryError as exc:
+            return self._unavailable(exc)
+        except (RangeError, ExportError) as exc:
+            log.error("dashboard export failed", error=str(exc))
+            return _json({"error": str(exc)}, status=500)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         try:

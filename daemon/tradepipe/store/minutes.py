@@ -3,7 +3,8 @@
 
 A stored row holds everything a partial does (sums, counts, open/close with their aggregate
 ids, high/low, and ``agg_ids``), so :func:`partial_of` rebuilds the exact partial that was
-written, and merging it with new trades' partial equals aggregating them all at once.
+written, and merging it with new trades' partial equals aggregating them all at once. A row
+written before the order-flow columns existed has them NULL: its partial's ``flow`` is ``None``.
 """
 
 from __future__ import annotations
@@ -13,13 +14,20 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from tradepipe.core import ROW_COLUMNS, IdRanges, MinuteKey, MinutePartial, Row, minute_text
+from tradepipe.core import (
+    ROW_COLUMNS,
+    IdRanges,
+    MinuteKey,
+    MinutePartial,
+    OrderFlow,
+    Row,
+    minute_text,
+)
 from tradepipe.core.rows import minute_ms_of_text, timestamp_text
 from tradepipe.store.connection import Connection
 
 TABLE = "trade_minutes"
 STORED_COLUMNS = (*ROW_COLUMNS, "agg_ids")
-_AVG = {"avg_b", "avg_s"}
 
 
 def minute_ms_of(value: Any) -> int:
@@ -35,16 +43,13 @@ def values_of(partial: MinutePartial) -> tuple[Any, ...]:
     """Parameters for one row, in :data:`STORED_COLUMNS` order.
 
     Decimals go as the contract's fixed-scale text: MySQL parses it exactly into DECIMAL,
-    SQLite keeps it as is. An empty side's average is NULL.
+    SQLite keeps it as is. An empty side's average, and unknown order flow, are NULL.
     """
     row = Row.from_partial(partial)
     out: list[Any] = []
-    for column, text in zip(ROW_COLUMNS, row.texts(), strict=True):
-        value = getattr(row, column)
-        if isinstance(value, int):
+    for text, value in zip(row.texts(), row.values(), strict=True):
+        if isinstance(value, int) or value is None:
             out.append(value)
-        elif column in _AVG and value is None:
-            out.append(None)
         else:
             out.append(text)
     out.append(str(partial.ids))
@@ -76,6 +81,7 @@ def partial_of(stored: Sequence[Any]) -> MinutePartial:
         high=_dec(r["high"]),
         low=_dec(r["low"]),
         ids=IdRanges.parse(str(r["agg_ids"])),
+        flow=OrderFlow.of_values(r),
     )
 
 

@@ -1,4 +1,5 @@
-"""Reading ``trade_minutes`` for display (the dashboard): symbols, the newest minute, a range.
+"""Reading ``trade_minutes`` for display (the dashboard): symbols, the newest minute, a range,
+and a range's derived order-flow series (:mod:`tradepipe.store.series`).
 
 Rules:
 
@@ -30,7 +31,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pymysql
 
@@ -44,8 +45,10 @@ from tradepipe.core.rows import (
 from tradepipe.store.checks import CHECKS_TABLE
 from tradepipe.store.connection import Connection, Connector
 from tradepipe.store.minutes import TABLE, columns_sql
+from tradepipe.store.series import SeriesValue, prepare, series_params, series_row, series_sql
 from tradepipe.store.url import DbUrl, SqliteUrl
 
+T = TypeVar("T")
 MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER
 MAX_ROWS = 20_000  # two weeks of minutes for one symbol; the page asks for less
 
@@ -93,6 +96,11 @@ def _symbols_sql(conn: Connection) -> str:
 
 def _newest_sql(conn: Connection) -> str:
     return f"SELECT MAX({conn.quote('timestamp')}) FROM {TABLE} WHERE symbol = {conn.ph}"
+
+
+def _series_sql(conn: Connection) -> str:
+    prepare(conn)  # SQLite: the exact decimal functions the query calls (series.py, rule 1)
+    return series_sql(conn)
 
 
 def _range_sql(conn: Connection) -> str:
@@ -151,6 +159,9 @@ class MinuteReads:
             (_minute(r[0]), "unchecked" if r[1] is None else str(r[1]))
             for r in self._query(_check_rows_sql, params)
         ]
+    def series(self, symbol: str, start: str, end: str) -> list[dict[str, SeriesValue]]:
+        """The derived order-flow series of a range (:mod:`tradepipe.store.series`)."""
+        return [series_row(r) for r in self._query(_series_sql, series_params(symbol, start, end))]
 
     def close(self) -> None:
         self._connector.close()
@@ -158,6 +169,10 @@ class MinuteReads:
     def _query(
         self, sql_of: Callable[[Connection], str], params: Sequence[object] = ()
     ) -> list[tuple[Any, ...]]:
+        return self.using(lambda conn: conn.query(sql_of(conn), params))
+
+    def using(self, work: Callable[[Connection], T]) -> T:
+        """``work(connection)`` under rules 4 and 5 (the export's paged reads use it)."""
         if (why := self.missing()) is not None:
             raise QueryError(why)
         try:
@@ -165,7 +180,7 @@ class MinuteReads:
         except _DRIVER_ERRORS as exc:
             raise QueryError(f"{self._cannot_open()}: {exc}") from None
         try:
-            return conn.query(sql_of(conn), params)
+            return work(conn)
         except _DRIVER_ERRORS as exc:
             self.close()  # rule 4: the next read starts on a new connection
             raise QueryError(f"query on {self._what()} failed: {exc}") from None

@@ -23,12 +23,18 @@ Rules:
    every wait on the database by it (``tradepipe.store.connection``, "Deadlines"), retries only
    while at least ``MIN_ATTEMPT_S`` is left, and then raises :class:`DeadlineExceeded` naming
    the last error: the transaction was never committed, so nothing of the batch is written.
+7. **Order flow: unknown stays unknown, until proven.** A row stored before the order-flow
+   columns existed has them NULL (its partial's ``flow`` is ``None``), and merging keeps them
+   NULL (core rule 7). A batch that holds *every* trade such a row counts rebuilds it: the
+   batch's own aggregate of that minute is written instead of the merge, but only if its
+   seed columns equal the merge's (the recount proves the stored row); otherwise the row stays
+   as merged, flow NULL. ``tradepipe load`` of the objects or tapes again therefore backfills.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import stamina
 
@@ -79,9 +85,30 @@ def upsert_trades(conn: Connection, trades: Sequence[Trade]) -> UpsertResult:
                 updates.append(stored[key].merge(part))
             else:
                 inserts.append(part)
+        rebuilt = rebuilds(trades, stored, {p.key: p for p in updates})
+        updates = [rebuilt.pop(p.key, p) for p in updates]
+        updates.extend(rebuilt.values())  # rows with no new trade, only their flow filled in
         _write(conn, inserts, updates)
     added = sum(p.count_b + p.count_s for p in new.values())
-    return UpsertResult(trades=len(trades), added=added, rows=len(new))
+    return UpsertResult(trades=len(trades), added=added, rows=len(inserts) + len(updates))
+
+
+def rebuilds(
+    trades: Sequence[Trade],
+    stored: dict[MinuteKey, MinutePartial],
+    merged: dict[MinuteKey, MinutePartial],
+) -> dict[MinuteKey, MinutePartial]:
+    """Rule 7: the rows whose unknown order flow this batch can fill in, rebuilt."""
+    unknown = {key for key, part in stored.items() if part.flow is None}
+    if not unknown:
+        return {}
+    full = aggregate(t for t in trades if (t.symbol, minute_of(t.time_ms)) in unknown)
+    out = {}
+    for key, part in full.items():
+        expected = merged.get(key, stored[key])
+        if part.ids == expected.ids and replace(part, flow=None) == expected:
+            out[key] = part
+    return out
 
 
 def _write(conn: Connection, inserts: list[MinutePartial], updates: list[MinutePartial]) -> None:

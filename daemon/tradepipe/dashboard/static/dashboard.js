@@ -1,6 +1,8 @@
-// tradepipe dashboard: polls /api/minutes and draws it with Plotly (served locally).
-// The API sends exact decimal strings; charts plot Number(...) of them and keep the exact
-// text in each point's customdata, which the hover label shows.
+// tradepipe dashboard: polls /api/minutes, /api/series and /api/analysis and draws them with
+// Plotly (served locally). The API sends exact decimal strings; charts plot Number(...) of
+// them and keep the exact text in each point's customdata, which the hover label shows.
+// chart-flow: candles, quote volume, delta and CVD on one shared (linked) time axis;
+// chart-analysis: the next-minute returns against the flow, fitted server-side (scipy).
 "use strict";
 
 const BUY = "#16a34a";
@@ -14,7 +16,7 @@ const CHARTS = [
 ];
 
 const $ = (id) => document.getElementById(id);
-const state = { timer: null, generation: 0, last: null };
+const state = { timer: null, generation: 0, last: null, series: null, analysis: null, renderMs: null, fetchMs: null };
 window.tradepipe = state; // for tests and the curious: state.last is the last API answer
 
 function setStatus(text, isError) {
@@ -44,6 +46,7 @@ function readParams() {
   if (params.get("to")) $("to").value = params.get("to");
   if (params.get("refresh")) $("refresh").value = params.get("refresh");
   $("custom").hidden = $("range").value !== "custom";
+  state.wantedCompare = (params.get("compare") || "").split(",").filter(Boolean);
   return params.get("symbol");
 }
 
@@ -56,6 +59,8 @@ function writeParams() {
     params.set("to", $("to").value);
   }
   params.set("refresh", $("refresh").value);
+  const compare = compareSymbols();
+  if (compare.length) params.set("compare", compare.join(","));
   history.replaceState(null, "", `?${params}`);
 }
 
@@ -67,10 +72,22 @@ async function loadSymbols(wanted) {
     select.replaceChildren(...symbols.map((s) => new Option(s, s)));
   }
   if (symbols.includes(current)) select.value = current;
+  const others = symbols.filter((s) => s !== select.value);
+  const chosen = state.wantedCompare || compareSymbols();
+  state.wantedCompare = null;
+  const compare = $("compare");
+  if (others.join(",") !== Array.from(compare.options, (o) => o.value).join(",")) {
+    compare.replaceChildren(...others.map((s) => new Option(s, s)));
+  }
+  for (const o of compare.options) o.selected = chosen.includes(o.value);
   return symbols;
 }
 
-function minutesUrl() {
+function compareSymbols() {
+  return Array.from($("compare").selectedOptions, (o) => o.value);
+}
+
+function minutesUrl(path = "/api/minutes") {
   const params = new URLSearchParams({ symbol: $("symbol").value });
   if ($("range").value === "custom") {
     if ($("from").value) params.set("from", $("from").value);
@@ -78,7 +95,113 @@ function minutesUrl() {
   } else {
     params.set("last", $("range").value);
   }
-  return `/api/minutes?${params}`;
+  return `${path}?${params}`;
+}
+
+const num = (v) => (v === null ? null : Number(v));
+const exact = (v) => (v === null ? "—" : v);
+const CONFIG = { displayModeBar: false, responsive: true };
+
+function renderFlow(payload, series, compares) {
+  const c = payload.columns;
+  const s = series.columns;
+  const x = c.timestamp;
+  const bar = (meta, name, xs, values, yaxis, color) => ({
+    type: "bar", x: xs, y: values.map(num),
+    customdata: values.map(exact), meta, name, yaxis, marker: { color },
+    hovertemplate: `${name}: %{customdata}<extra></extra>`,
+  });
+  const line = (meta, name, xs, values, color, dash) => ({
+    type: "scatter", mode: "lines", x: xs, y: values.map(num), customdata: values.map(exact),
+    meta, name, yaxis: "y4", line: { color, width: 1.5, dash },
+    hovertemplate: `${name}: %{customdata}<extra></extra>`,
+  });
+  const data = [
+    {
+      type: "candlestick", x, meta: "ohlc", name: payload.symbol, yaxis: "y",
+      open: c.open.map(num), high: c.high.map(num), low: c.low.map(num), close: c.close.map(num),
+      increasing: { line: { color: BUY } }, decreasing: { line: { color: SELL } },
+      hovertext: x.map((_, i) => `O ${c.open[i]} H ${c.high[i]} L ${c.low[i]} C ${c.close[i]}`),
+      hoverinfo: "x+text",
+    },
+    bar("total_usd_b", "buy volume", x, c.total_usd_b, "y2", BUY),
+    bar("total_usd_s", "sell volume", x, c.total_usd_s, "y2", SELL),
+    {
+      ...bar("delta_quote", "delta (buy − sell)", s.timestamp, s.delta_quote, "y3", BUY),
+      marker: { color: s.delta_quote.map((v) => (v !== null && v.startsWith("-") ? SELL : BUY)) },
+    },
+    line("cvd_day_quote", `${payload.symbol} CVD since 00:00 UTC`, s.timestamp, s.cvd_day_quote, "#2563eb", "solid"),
+    line("cvd_range_quote", `${payload.symbol} CVD over the range`, s.timestamp, s.cvd_range_quote, "#2563eb", "dot"),
+    ...compares.map((cs, i) =>
+      line(`cvd_range_quote:${cs.symbol}`, `${cs.symbol} CVD over the range`, cs.columns.timestamp,
+        cs.columns.cvd_range_quote, ["#9333ea", "#ea580c", "#0891b2", "#65a30d"][i % 4], "dot")),
+  ];
+  const axis = (domain, title) => ({
+    domain, anchor: "x", automargin: true, exponentformat: "none", separatethousands: true,
+    title: { text: title, font: { size: 11 } },
+  });
+  const layout = {
+    margin: { l: 80, r: 10, t: 8, b: 36 },
+    barmode: "relative",
+    bargap: 0.1,
+    hovermode: "x unified",
+    legend: { orientation: "h", x: 0, y: 1.06 },
+    xaxis: { type: "date", anchor: "y4", rangeslider: { visible: false } },
+    yaxis: axis([0.56, 1], "price"),
+    yaxis2: axis([0.40, 0.53], "quote volume"),
+    yaxis3: axis([0.22, 0.37], "delta"),
+    yaxis4: axis([0, 0.19], "CVD (quote)"),
+    uirevision: `${payload.symbol}|${$("range").value}`,
+  };
+  return Plotly.react("chart-flow", data, layout, CONFIG);
+}
+
+const PREDICTOR_NAMES = { imbalance: "imbalance", delta_quote: "delta (quote)", spread: "avg_b − avg_s" };
+const fmt = (v, digits = 4) => (v === null ? "—" : Number(v).toPrecision(digits));
+
+function renderAnalysis(analysis) {
+  const data = [];
+  const layout = {
+    margin: { l: 70, r: 10, t: 10, b: 40 },
+    showlegend: false,
+    grid: { rows: 3, columns: 2, pattern: "independent", ygap: 0.35, xgap: 0.12 },
+  };
+  analysis.panels.forEach((p, i) => {
+    const n = i + 1;
+    const axes = { xaxis: `x${n === 1 ? "" : n}`, yaxis: `y${n === 1 ? "" : n}` };
+    const key = `${p.predictor}:${p.horizon}`;
+    data.push({
+      type: "scatter", mode: "markers", x: p.points.x, y: p.points.y, meta: `points:${key}`,
+      marker: { size: 4, color: "rgba(37, 99, 235, 0.6)" }, ...axes,
+      hovertemplate: `${PREDICTOR_NAMES[p.predictor]} %{x}<br>return +${p.horizon} min %{y}<extra></extra>`,
+    });
+    if (p.line) {
+      data.push({ type: "scatter", mode: "lines", x: p.line.x, y: p.line.y, meta: `line:${key}`,
+        line: { color: SELL, width: 2 }, hoverinfo: "skip", ...axes });
+    }
+    const suffix = n === 1 ? "" : n;
+    layout[`xaxis${suffix}`] = { title: { text: `${PREDICTOR_NAMES[p.predictor]} (r ${fmt(p.r, 3)}, n ${p.n})`, font: { size: 11 } }, exponentformat: "none" };
+    layout[`yaxis${suffix}`] = { title: { text: `return +${p.horizon} min`, font: { size: 11 } }, tickformat: ".3%" };
+  });
+  const rows = analysis.panels.map((p) => {
+    const tr = document.createElement("tr");
+    const ci = p.ci_low === null ? "—" : `${fmt(p.ci_low, 3)} … ${fmt(p.ci_high, 3)}`;
+    const cells = [PREDICTOR_NAMES[p.predictor], `+${p.horizon} min`, String(p.n), fmt(p.slope), fmt(p.r, 3), ci,
+      p.p === null ? (p.reason || "—") : fmt(p.p, 3)];
+    tr.replaceChildren(...cells.map((text) => Object.assign(document.createElement("td"), { textContent: text })));
+    tr.dataset.key = `${p.predictor}:${p.horizon}`;
+    return tr;
+  });
+  document.querySelector("#analysis-table tbody").replaceChildren(...rows);
+  return Plotly.react("chart-analysis", data, layout, CONFIG);
+}
+
+function setDownloads() {
+  for (const format of ["csv", "parquet"]) {
+    const url = new URL(minutesUrl("/api/export"), location.href);
+    url.searchParams.set("format", format);
+    $(`download-${format}`).href = `${url.pathname}${url.search}`;
+  }
 }
 
 function trace(chart, [column, name, color], x, columns) {
@@ -137,11 +260,26 @@ async function refresh() {
     if (symbols.length === 0) {
       setStatus("no rows in trade_minutes yet: waiting for the first closed minute…");
     } else {
-      const payload = await getJSON(minutesUrl());
+      const started = performance.now();
+      const [payload, series, analysis] = await Promise.all([
+        getJSON(minutesUrl()), getJSON(minutesUrl("/api/series")), getJSON(minutesUrl("/api/analysis")),
+      ]);
+      const compares = await Promise.all(compareSymbols().map((symbol) => {
+        const params = new URLSearchParams({ symbol });
+        if (payload.from) params.set("from", payload.from);
+        if (payload.to) params.set("to", payload.to);
+        return getJSON(`/api/series?${params}`);
+      }));
       if (generation !== state.generation) return; // a newer refresh started meanwhile
+      state.fetchMs = performance.now() - started;
       render(payload);
+      await Promise.all([renderFlow(payload, series, compares), renderAnalysis(analysis)]);
       state.last = payload;
+      state.series = series;
+      state.analysis = analysis;
+      state.renderMs = performance.now() - started;
       setStatus(describe(payload));
+      setDownloads();
       writeParams();
     }
   } catch (err) {
@@ -161,7 +299,7 @@ async function start() {
   } catch (err) {
     setStatus(`cannot load data: ${err.message}`, true);
   }
-  for (const id of ["symbol", "range", "from", "to", "refresh"]) {
+  for (const id of ["symbol", "range", "from", "to", "refresh", "compare"]) {
     $(id).addEventListener("change", () => {
       $("custom").hidden = $("range").value !== "custom";
       refresh();
