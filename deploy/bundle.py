@@ -42,6 +42,8 @@ FILES = (
     "systemd/tradepipe-producer.service",
     "systemd/tradepipe-sink.service",
     "systemd/tradepipe-vector.service",
+    "systemd/tradepipe-verify.service",
+    "systemd/tradepipe-verify.timer",
     "systemd/tradepipe.env.example",
     "vector/vector.toml",
     "stack/kafka/log4j2.xml",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the tradepipe host from its bundle (deploy/bundle.py): Java, Kafka (KRaft, one node),
 # tradepipe (the bundle's wheel, from the hashed lock requirements/local.txt), Vector or
-# `tradepipe sink`; the repository's units; `tradepipe migrate` once; then start everything.
+# `tradepipe sink`; the repository's units, tradepipe-verify's timer and its database URL
+# (/etc/tradepipe/verify.env, root-only); `tradepipe migrate` once; then start everything.
 # Run as root by the EC2 user data of deploy/tradepipe.yaml, on Amazon Linux 2023 (dnf):
 #
 #   host-setup.sh --bundle DIR --bundle-key KEY --region REGION --bucket BUCKET \
@@ -13,9 +14,9 @@
 # (idempotent: the broker's cluster id and log are kept, migrate is a no-op when up to date)
 # and restarts the services.
 # `host-setup.sh --secret-url < SECRET_STRING` prints the database URL of a secret's string.
-# --files-only writes only the files (units, broker settings, environment files) under --root
-# (default /) and installs, migrates and starts nothing: tests/deploy runs it that way and
-# compares what it wrote with the repository. Every step is printed; the first error stops it.
+# --files-only writes only the files (units, broker settings, environment files, verify.env
+# from the secret) under --root (default /) and installs, migrates and starts nothing:
+# tests/deploy runs it that way and compares what it wrote with the repository. Every step is printed; the first error stops it.
 set -euo pipefail
 
 bundle="" bundle_key="" region="" bucket="" sink="" symbols="" secret="" root="" files_only=0
@@ -91,9 +92,10 @@ install_files() {
     printf 'KAFKA_CLUSTER_ID=%s\n' "$(kafka_cluster_id)" >"$root/etc/kafka/cluster.env"
   fi
 
-  step "units: kafka, tradepipe-producer, $mover (the repository's, unchanged)"
-  for unit in kafka tradepipe-producer "$mover"; do
-    install -m 0644 "$bundle/systemd/$unit.service" "$root/etc/systemd/system/$unit.service"
+  step "units: kafka, tradepipe-producer, $mover, tradepipe-verify and its timer (the repository's, unchanged)"
+  for unit in kafka.service tradepipe-producer.service "$mover.service" \
+    tradepipe-verify.service tradepipe-verify.timer; do
+    install -m 0644 "$bundle/systemd/$unit" "$root/etc/systemd/system/$unit"
   done
 
   step "settings: /etc/tradepipe"
@@ -158,6 +160,25 @@ database_url() {
     --query SecretString --output text | secret_url
 }
 
+install_verify_env() {
+  # tradepipe-verify.service's second EnvironmentFile: TRADEPIPE_DB_URL, password included, in
+  # a file only root reads (systemd reads EnvironmentFile= as root, before the dynamic user).
+  # Written under umask 077 and renamed into place: never readable by anyone else, even briefly.
+  step "settings: /etc/tradepipe/verify.env (the database URL, mode 0600, for tradepipe-verify)"
+  local url tmp
+  url="$(database_url)"
+  if [[ -z "$url" || "$url" == *[$'\n\'']* ]]; then
+    # single-quoted in the file (no escapes, no expansion): a quote or newline cannot be written
+    echo "host-setup: the database secret's URL is empty or holds a quote or newline" >&2
+    return 1
+  fi
+  tmp="$(umask 077 && mktemp "$root/etc/tradepipe/.verify.env.XXXXXX")"
+  printf "# written by host-setup.sh from the database secret; root only\nTRADEPIPE_DB_URL='%s'\n" \
+    "$url" >"$tmp"
+  chmod 0600 "$tmp"
+  mv -f "$tmp" "$root/etc/tradepipe/verify.env"
+}
+
 migrate() {
   step "tradepipe migrate (once; the database may still be starting: $attempts tries, $delay s apart)"
   local url attempt
@@ -177,11 +198,12 @@ migrate() {
 }
 
 start_services() {
-  step "(re)start: kafka, tradepipe-producer, $mover"
+  step "(re)start: kafka, tradepipe-producer, $mover; tradepipe-verify.timer"
   run systemctl daemon-reload
-  run systemctl enable kafka.service tradepipe-producer.service "$mover.service"
+  run systemctl enable kafka.service tradepipe-producer.service "$mover.service" \
+    tradepipe-verify.timer
   run systemctl restart kafka.service
-  run systemctl restart tradepipe-producer.service "$mover.service"
+  run systemctl restart tradepipe-producer.service "$mover.service" tradepipe-verify.timer
 }
 
 installed="/opt/tradepipe/installed-bundle"
@@ -197,6 +219,7 @@ if [[ "$mode" == migrate-only ]]; then
 fi
 if ((files_only)); then
   install_files
+  install_verify_env
   exit 0
 fi
 [[ -z "$root" ]] || { echo "host-setup: --root only with --files-only" >&2; exit 2; }
@@ -206,6 +229,7 @@ if [[ -f "$installed" && "$(cat "$installed")" == "$bundle_key" ]]; then
 fi
 install_system_packages
 install_files
+install_verify_env
 install_tradepipe
 migrate
 start_services

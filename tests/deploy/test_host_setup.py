@@ -1,8 +1,10 @@
 """deploy/host-setup.sh, the host's installer, on what can run here: the bundle deploy/bundle.py
 writes (without the wheel's and the jars' bulk), unpacked with ``tar`` as the user data unpacks
-it, installed with ``--files-only`` into a temporary root. What it writes must be the
-repository's units and broker settings unchanged, and settings every service accepts. The
-package installs (dnf, pip), ``tradepipe migrate`` and systemctl run only on the host."""
+it, installed with ``--files-only`` into a temporary root, the database secret read from the
+local Secrets Manager. What it writes must be the repository's units and broker settings
+unchanged, settings every service accepts, and the verify unit's database URL in a file only its
+owner reads. The package installs (dnf, pip), ``tradepipe migrate`` and systemctl run only on
+the host."""
 
 from __future__ import annotations
 
@@ -10,11 +12,14 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import socket
+import stat
 import subprocess
 import sys
 import tomllib
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from urllib.parse import unquote, urlsplit
@@ -55,14 +60,50 @@ def bundle(tmp_path: Path) -> Path:
     return out
 
 
-def setup(bundle: Path, root: Path, sink: str, *extra: str) -> subprocess.CompletedProcess[str]:
+REGION = "eu-west-1"  # the stack's region in these tests (the secret is created there)
+
+
+UNUSED_ARN = "arn:aws:secretsmanager:eu-west-1:1:secret:x"  # for runs that stop before reading it
+
+
+def setup(
+    bundle: Path, root: Path, sink: str, *extra: str,
+    arn: str = UNUSED_ARN, env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:  # fmt: skip
     return subprocess.run(
         [str(bundle / "deploy" / "host-setup.sh"), "--files-only", "--root", str(root),
-         "--bundle", str(bundle), "--bundle-key", "host/abc.tar.gz", "--region", "eu-west-1",
+         "--bundle", str(bundle), "--bundle-key", "host/abc.tar.gz", "--region", REGION,
          "--bucket", "tp-trades", "--sink", sink, "--symbols", "btcusdt,ethusdt",
-         "--db-secret", "arn:aws:secretsmanager:eu-west-1:1:secret:x", *extra],
-        capture_output=True, text=True, timeout=60, check=False,
+         "--db-secret", arn, *extra],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
     )  # fmt: skip
+
+
+@pytest.fixture
+def secret_of(s3_client_kwargs: dict[str, str]) -> Iterator[Callable[[str], str]]:
+    """``secret_of(string)``: the ARN of a new secret holding it, in the local Secrets Manager
+    (region ``REGION``); deleted at the end."""
+    sm = boto3.client("secretsmanager", **(s3_client_kwargs | {"region_name": REGION}))
+    arns: list[str] = []
+
+    def create(string: str) -> str:
+        arn: str = sm.create_secret(Name=f"tp-setup-{uuid.uuid4().hex}", SecretString=string)["ARN"]
+        arns.append(arn)
+        return arn
+
+    yield create
+    for arn in arns:
+        sm.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+
+
+def verify_env_url(path: Path) -> str:
+    """TRADEPIPE_DB_URL of verify.env, unquoted as systemd reads an EnvironmentFile= (a single-
+    quoted value is taken literally, as in the shell)."""
+    [line] = [x for x in path.read_text().splitlines() if x.strip() and not x.startswith("#")]
+    key, _, value = line.partition("=")
+    assert key == "TRADEPIPE_DB_URL" and value.startswith("'") and value.endswith("'"), line
+    [url] = shlex.split(value)
+    return url
 
 
 def env_file(path: Path) -> dict[str, str]:
@@ -72,18 +113,28 @@ def env_file(path: Path) -> dict[str, str]:
     )  # fmt: skip
 
 
+RDS_SECRET = {
+    "username": "tradepipe", "password": "p@ss/w:rd %20$HOME\\'x\"", "dbname": "tradepipe",
+    "host": "db.x.rds.amazonaws.com", "port": 3306, "engine": "mysql",
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("sink", ["sink", "vector"])
 def test_files_only_writes_the_repositorys_units_and_settings(
-    bundle: Path, tmp_path: Path, sink: str
-) -> None:
+    bundle: Path, tmp_path: Path, sink: str, setup_env: dict[str, str],
+    secret_of: Callable[[str], str],
+) -> None:  # fmt: skip
     root = tmp_path / "root"
-    res = setup(bundle, root, sink)
+    secret = json.dumps(RDS_SECRET)
+    arn = secret_of(secret)
+    res = setup(bundle, root, sink, arn=arn, env=setup_env)
     assert res.returncode == 0, res.stdout + res.stderr
     mover = f"tradepipe-{sink}"
     units = root / "etc" / "systemd" / "system"
     assert sorted(p.name for p in units.iterdir()) == sorted(
-        ["kafka.service", "tradepipe-producer.service", f"{mover}.service"]
-    )
+        ["kafka.service", "tradepipe-producer.service", f"{mover}.service",
+         "tradepipe-verify.service", "tradepipe-verify.timer"]
+    )  # fmt: skip
     for unit in units.iterdir():
         assert unit.read_bytes() == (SYSTEMD / unit.name).read_bytes(), unit.name
     kafka = root / "etc" / "kafka"
@@ -116,9 +167,41 @@ def test_files_only_writes_the_repositorys_units_and_settings(
             "TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
         }  # fmt: skip
 
-    # again (every boot with a new bundle): same files, the broker's cluster id kept
-    assert setup(bundle, root, sink).returncode == 0
+    # the verify unit's database URL: the one the Lambda reads from the same secret, in a file
+    # only its owner (root on the host) may read, named by the unit; no temporary file left
+    verify_env = root / "etc" / "tradepipe" / "verify.env"
+    assert stat.S_IMODE(verify_env.stat().st_mode) == 0o600
+    assert parse_db_url(verify_env_url(verify_env)) == load_handler().url_from_secret(secret)
+    assert "-/etc/tradepipe/verify.env" in (SYSTEMD / "tradepipe-verify.service").read_text()
+    assert sorted(p.name for p in verify_env.parent.iterdir() if p.name.startswith(".")) == []
+    assert RDS_SECRET["password"] not in res.stdout + res.stderr
+
+    # again (every boot with a new bundle): same files, the broker's cluster id kept, and the
+    # URL of the secret as it is now (a changed password is picked up), still 0600
+    rotated = RDS_SECRET | {"password": "rotated"}
+    arn = secret_of(json.dumps(rotated))
+    again = setup(bundle, root, sink, arn=arn, env=setup_env)
+    assert again.returncode == 0, again.stdout + again.stderr
     assert env_file(kafka / "cluster.env")["KAFKA_CLUSTER_ID"] == cluster
+    assert stat.S_IMODE(verify_env.stat().st_mode) == 0o600
+    assert parse_db_url(verify_env_url(verify_env)) == load_handler().url_from_secret(
+        json.dumps(rotated)
+    )
+
+
+@pytest.mark.parametrize("url", ["mysql://tp:it's@db:3306/d", "", "mysql://tp:a\nb@db:3306/d"])
+def test_a_url_that_cannot_be_written_is_refused_and_nothing_written(
+    bundle: Path, tmp_path: Path, url: str, setup_env: dict[str, str],
+    secret_of: Callable[[str], str],
+) -> None:  # fmt: skip
+    """A URL-shaped secret is taken as it is: a quote or a newline cannot be single-quoted in an
+    EnvironmentFile=, so the setup stops with the reason instead of writing a wrong URL."""
+    root = tmp_path / "root"
+    res = setup(bundle, root, "sink", arn=secret_of(url or " "), env=setup_env)
+    assert res.returncode == 1
+    assert "URL is empty or holds a quote or newline" in res.stderr
+    assert not (root / "etc" / "tradepipe" / "verify.env").exists()
+    assert [p.name for p in (root / "etc" / "tradepipe").iterdir() if p.name.startswith(".")] == []
 
 
 def test_a_missing_argument_is_refused_with_its_name(bundle: Path, tmp_path: Path) -> None:

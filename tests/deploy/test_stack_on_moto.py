@@ -358,9 +358,10 @@ def check_network_and_host(stack: Stack) -> None:
     assert groups[stack.physical["FunctionSecurityGroup"]]["IpPermissions"] == []
     [inbound] = groups[stack.physical["EndpointSecurityGroup"]]["IpPermissions"]
     assert inbound["FromPort"] == 443
-    assert [p["GroupId"] for p in inbound["UserIdGroupPairs"]] == [
-        stack.physical["FunctionSecurityGroup"]
-    ]
+    # the host's too: the endpoint's private DNS covers the whole VPC (host-setup reads the secret)
+    assert sorted(p["GroupId"] for p in inbound["UserIdGroupPairs"]) == sorted(
+        [stack.physical["FunctionSecurityGroup"], stack.physical["HostSecurityGroup"]]
+    )
     for logical in ("FunctionSecurityGroup", "HostSecurityGroup", "EndpointSecurityGroup"):
         egress = apply_egress(stack, logical)
         declared = {

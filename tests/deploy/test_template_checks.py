@@ -171,6 +171,9 @@ def test_host_role_may_put_only_to_trades() -> None:
     }  # fmt: skip
     reads = [s["Resource"] for s in statements if "s3:GetObject" in _actions(s)]
     assert reads == ["arn:aws:s3:::a/k"]  # its own bundle, nothing else
+    # the database secret, and no other: host-setup.sh reads it for migrate and verify.env
+    secrets = [s["Resource"] for s in statements if "secretsmanager:GetSecretValue" in _actions(s)]
+    assert secrets == ["s"]
 
 
 def _actions(statement: dict[str, Any]) -> list[str]:

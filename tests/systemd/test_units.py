@@ -131,6 +131,9 @@ def test_verify_unit_is_a_repairing_oneshot_fired_by_its_timer() -> None:
     assert argv[argv.index("--since") + 1].startswith("-")  # a window relative to now
     assert "--until" not in argv  # the default: minutes closed more than 2 minutes ago
     assert one["StateDirectory"] == "tradepipe-verify"
+    # the settings, then TRADEPIPE_DB_URL from a root-only file (read by systemd, as root, before
+    # the dynamic user starts; optional for a hand-made install that sets it elsewhere)
+    assert svc["EnvironmentFile"] == ["/etc/tradepipe/tradepipe.env", "-/etc/tradepipe/verify.env"]
     textfile = environment(svc)["TRADEPIPE_VERIFY_TEXTFILE"]
     assert textfile.startswith("/var/lib/tradepipe-verify/") and textfile.endswith(".prom")
     # copied for node_exporter whatever the exit status, by a privileged step
