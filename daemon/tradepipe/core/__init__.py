@@ -15,7 +15,15 @@ from tradepipe.core.aggregate import (
 )
 from tradepipe.core.errors import REASONS, ParseError, Reason
 from tradepipe.core.idranges import IdRanges
-from tradepipe.core.layout import ObjectKey, parse_key, sink_object_name
+from tradepipe.core.layout import (
+    EVERY_SYMBOL,
+    Layout,
+    ObjectKey,
+    group_of,
+    object_key,
+    parse_key,
+    sink_object_name,
+)
 from tradepipe.core.parse import (
     Event,
     Fields,
@@ -41,12 +49,14 @@ from tradepipe.core.sources import (
 from tradepipe.core.trade import Side, Trade
 
 __all__ = [
+    "EVERY_SYMBOL",
     "MINUTE_MS",
     "REASONS",
     "ROW_COLUMNS",
     "Event",
     "Fields",
     "IdRanges",
+    "Layout",
     "MinuteKey",
     "MinutePartial",
     "ObjectKey",
@@ -63,11 +73,13 @@ __all__ = [
     "check",
     "decode",
     "decompress",
+    "group_of",
     "iter_fields",
     "iter_trades",
     "merge_all",
     "minute_of",
     "minute_text",
+    "object_key",
     "parse_csv_row",
     "parse_event",
     "parse_key",
