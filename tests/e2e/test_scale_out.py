@@ -5,7 +5,7 @@ independent tally.
 
 With 4 partitions the producer's murmur2 puts BTCUSDT and DOTUSDT in partition 2 and ETHUSDT in
 partition 1, so per-minute objects of partition 2 hold two symbols, and two sinks of one group
-(range assignment: partitions 0-1 and 2-3) each own trades.
+(aiokafka's round-robin assignment: partitions 0 and 2, 1 and 3) each own trades.
 """
 
 from __future__ import annotations
