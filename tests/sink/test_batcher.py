@@ -169,7 +169,7 @@ def test_crash_between_put_and_commit_rewrites_the_same_objects(
 
 
 @pytest.mark.parametrize(("before", "after"), [tuple(Layout), tuple(reversed(Layout))])
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(case=logs())
 def test_a_layout_change_after_a_crash_loses_and_repeats_nothing(
     before: Layout, after: Layout, case: tuple[Log, int, int, Ticks]

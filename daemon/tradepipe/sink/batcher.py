@@ -124,13 +124,14 @@ class PartitionBatcher:
         self._resume = resume
         self._resume_held: dict[GroupKey, int] = {}
         self.skipped = 0  # records of the replay window that were already written
-        # the layout the checkpoint was committed under (rule 8); only its held set matters
+        # the layout the checkpoint was committed under (rule 8), told by its groups
         self._resume_layout = layout
         if resume is not None:
             self._position = resume.offset
             self._resume_held = {(s, m): first for s, m, first in resume.held}
-            if resume.held:
-                every = any(s == EVERY_SYMBOL for s, _, _ in resume.held)
+            groups = [s for s, _, _ in resume.held] + ([resume.last[0]] if resume.last else [])
+            if groups:
+                every = EVERY_SYMBOL in groups
                 self._resume_layout = Layout.PER_MINUTE if every else Layout.PER_SYMBOL
 
     # ------------------------------------------------------------------ feeding
