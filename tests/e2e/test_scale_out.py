@@ -1,7 +1,7 @@
-"""Per-minute objects and several sinks, end to end: emulator -> produce (a topic of 4
-partitions, created by the producer) -> Kafka -> ``tradepipe sink`` (one, or two in one
-consumer group) -> S3 -> notification -> Lambda handler -> MariaDB, judged against the
-independent tally.
+"""Several sinks, end to end: emulator -> produce (a topic of 4 partitions, created by the
+producer) -> Kafka -> two ``tradepipe sink`` in one consumer group, per-minute objects -> S3 ->
+notification -> Lambda handler -> MariaDB, judged against the independent tally. (The clean
+run, tests/e2e/test_pipeline.py, checks the per-minute objects of 4 partitions.)
 
 With 4 partitions the producer's murmur2 puts BTCUSDT and DOTUSDT in partition 2 and ETHUSDT in
 partition 1, so per-minute objects of partition 2 hold two symbols, and two sinks of one group
@@ -12,53 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter
 
 import pytest
 
-from tradepipe.core import Layout, minute_of, parse_key
-
 from .conftest import StartPipeline
-from .pipeline import Pipeline, tally_ids
+from .layouts import PARTITIONS, PER_MINUTE, assert_once_each
 from .processes import Service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.mysql, pytest.mark.s3]
-
-PARTITIONS = {"TRADEPIPE_KAFKA_PARTITIONS": "4"}
-PER_MINUTE = {"TRADEPIPE_SINK_LAYOUT": "per_minute"}
-
-
-def assert_once_each(objects: dict[str, list[tuple[str, int, int]]], p: Pipeline) -> None:
-    """S3 holds every published trade, each in exactly one line of one object, each in an
-    object of its trade minute (per-minute keys: no symbol in them)."""
-    lines = [(s, a) for trades in objects.values() for s, a, _ in trades]
-    twice = [t for t, n in Counter(lines).items() if n > 1]
-    assert not twice, f"{len(twice)} trades are in S3 more than once, e.g. {twice[:5]}"
-    assert set(lines) == tally_ids(p.record)
-    for key, trades in objects.items():
-        parsed = parse_key(key)
-        assert parsed.layout is Layout.PER_MINUTE, key
-        assert all(parsed.admits(s, minute_of(t)) for s, _, t in trades), key
-
-
-async def test_per_minute_objects_of_four_partitions_equal_the_tally(
-    start_pipeline: StartPipeline,
-) -> None:
-    async with start_pipeline(speed=10, producer_env=PARTITIONS, sink_env=PER_MINUTE) as p:
-        await p.settle()
-        await p.assert_exact()
-        objects = await p.objects()
-        stats = p.lam.stats
-    assert_once_each(objects, p)
-    # one object per (partition, trade minute) with trades: 2 partitions x 2-3 minutes, and
-    # the objects of partition 2 hold both of its symbols
-    names = {key: parse_key(key).name for key in objects}
-    partitions = {name.split("+")[1] for name in names.values()}
-    assert partitions == {"1", "2"}
-    assert len(objects) == len({(names[k].split("+")[1], parse_key(k).minute_ms) for k in objects})
-    mixed = [k for k, trades in objects.items() if len({s for s, _, _ in trades}) > 1]
-    assert mixed and all("+2+" in k for k in mixed)
-    assert stats.invocations == len(objects) and stats.failures == 0
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -230,7 +230,7 @@ def sink_env(
 @pytest.mark.parametrize(
     ("layout", "crash_after_puts"),
     [(Layout.PER_SYMBOL, 1), (Layout.PER_SYMBOL, 4), (Layout.PER_SYMBOL, 13),
-     (Layout.PER_MINUTE, 1), (Layout.PER_MINUTE, 6)],
+     (Layout.PER_MINUTE, 6)],
 )  # fmt: skip
 async def test_killed_between_put_and_commit_gives_the_clean_objects(
     kafka_bootstrap: str,
