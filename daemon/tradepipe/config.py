@@ -159,6 +159,13 @@ class KafkaSettings(_Section, frozen=True):
         _meta("retention.ms of a topic the producer creates (-1: for ever)"),
     ] = 300_000
     segment_ms: Annotated[Count, _meta("segment.ms when the producer creates the topic")] = 60_000
+    partitions: Annotated[
+        Count,
+        _meta(
+            "partitions of a topic the producer creates (several tradepipe sink instances in "
+            "one group divide them); an existing topic with fewer stops the producer (exit 2)"
+        ),
+    ] = 1
     linger_ms: Annotated[
         int,
         msgspec.Meta(ge=0),
@@ -214,6 +221,14 @@ class SinkSettings(_Section, frozen=True):
     objects_dir: Annotated[
         FilePath, _meta("the folder of sink.objects = folder, in the S3 key layout")
     ] = "./data/objects"
+    layout: Annotated[
+        Literal["per_minute", "per_symbol"],
+        _meta(
+            "per_minute: one object per trade minute per Kafka partition, every symbol in it "
+            "(~1,440 puts a day per partition); per_symbol: one per symbol per minute "
+            "(docs/scale-layout.md)"
+        ),
+    ] = "per_minute"
     quarantine_path: Annotated[
         FilePath,
         _meta("records that are not aggTrades, one JSON line each (capped like feed's)"),
@@ -225,7 +240,7 @@ class S3Settings(_Section, frozen=True):
     prefix: Annotated[
         str,
         msgspec.Meta(pattern=r"^\S*$", title="text without spaces"),
-        _meta("key prefix, before symbol=.../date=..."),
+        _meta("key prefix, before date=... (per_symbol: symbol=.../date=...)"),
     ] = "trades"
     endpoint_url: Annotated[
         str,

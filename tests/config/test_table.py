@@ -26,6 +26,7 @@ DEPLOY_FILES = sorted(
 # Variables that are not tradepipe settings, each with who reads it.
 NOT_KEYS = {
     "TRADEPIPE_VECTOR_GROUP_ID": "Vector's consumer group (vector/vector.toml reads it itself)",
+    "TRADEPIPE_VECTOR_KEY_PREFIX": "Vector's key template (the layout; vector.toml reads it)",
     "TRADEPIPE_DB_SECRET_ID": "the Lambda's Secrets Manager alternative to TRADEPIPE_DB_URL",
 }
 VARIABLE = re.compile(r"\bTRADEPIPE_[A-Z][A-Z0-9_]*[A-Z0-9]\b")

@@ -182,7 +182,13 @@ class Pipeline:
         await self.producer.wait_for("ready", 60)
 
     async def start_sink(self) -> None:
-        env = {
+        self.sink = Service("sink", ["sink"], self.sink_environment(), self.dir / "sink.log")
+        await self.sink.start()
+        await self.sink.wait_for("sink_started", 60)
+
+    def sink_environment(self) -> dict[str, str]:
+        """What a ``tradepipe sink`` of this pipeline runs with (one more joins the group)."""
+        return {
             "TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS": self.kafka,
             "TRADEPIPE_KAFKA_TOPIC": self.topic,
             "TRADEPIPE_KAFKA_GROUP_ID": self.group,
@@ -197,9 +203,6 @@ class Pipeline:
             "TRADEPIPE_LOG_LEVEL": "info",
             **self.plan.sink_env,
         }
-        self.sink = Service("sink", ["sink"], env, self.dir / "sink.log")
-        await self.sink.start()
-        await self.sink.wait_for("sink_started", 60)
 
     def sink_metrics_url(self) -> str:
         started = self.sink.events("sink_started", self.sink.runs[-1].log_offset)

@@ -17,7 +17,7 @@ from tests.local.helpers import aggregate_csv, tradepipe
 
 from tradepipe.commands.run import settings_of, source_urls
 from tradepipe.config import ConfigError, Settings
-from tradepipe.core import Trade, iter_trades, parse_key
+from tradepipe.core import Trade, iter_trades, minute_of, parse_key
 from tradepipe.local.pipeline import Plan, Running, serve
 from tradepipe.store import connect, fetch_texts, parse_db_url
 
@@ -107,7 +107,7 @@ async def test_run_on_kafka_s3_and_mysql(
             body = await (await s3.get_object(Bucket=s3_bucket, Key=key))["Body"].read()
             for t in iter_trades(gzip.decompress(body), key):
                 assert isinstance(t, Trade)
-                assert t.symbol == parsed.symbol
+                assert parsed.admits(t.symbol, minute_of(t.time_ms)), key
                 seen.add((t.symbol, t.agg_id))
     assert len(seen) == total
 

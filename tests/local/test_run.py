@@ -21,7 +21,7 @@ import pytest
 from tests.local.helpers import SAMPLES, aggregate_csv, db_texts, trade_count, tradepipe
 
 from tradepipe.config import RUN_DEFAULTS, Settings
-from tradepipe.core import MINUTE_MS, Trade, iter_trades, minute_of, parse_key, to_event
+from tradepipe.core import MINUTE_MS, Layout, Trade, iter_trades, minute_of, parse_key, to_event
 from tradepipe.local.pipeline import Plan, Running, serve
 
 
@@ -45,7 +45,8 @@ def objects_under(root: Path) -> dict[str, list[Trade]]:
     return out
 
 
-async def test_replay_then_run_equals_aggregate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", list(Layout))
+async def test_replay_then_run_equals_aggregate(tmp_path: Path, layout: Layout) -> None:
     assert len(SAMPLES) == 2, f"the shipped samples are missing: {SAMPLES}"
     expected = await aggregate_csv(SAMPLES)
     total = sum(int(r[2]) + int(r[3]) for r in expected)
@@ -53,7 +54,11 @@ async def test_replay_then_run_equals_aggregate(tmp_path: Path) -> None:
     async with tradepipe("replay", *map(str, SAMPLES), "--port", "0", "--speed", "0") as replay:
         line = await replay.wait_line("listening ws://")
         ws = line.split()[1]
-        env = {**run_env(tmp_path), "TRADEPIPE_VERIFY_INTERVAL_SECONDS": "0.5"}
+        env = {
+            **run_env(tmp_path),
+            "TRADEPIPE_VERIFY_INTERVAL_SECONDS": "0.5",
+            "TRADEPIPE_SINK_LAYOUT": layout.value,
+        }
         async with tradepipe(
             "run", "--source", ws, "--symbols", "btcusdt,ethusdt", "--db", f"sqlite:///{db}",
             "--dashboard-listen", "127.0.0.1:0", env=env,
@@ -80,15 +85,16 @@ async def test_replay_then_run_equals_aggregate(tmp_path: Path) -> None:
         await replay.stop()
     # every column of every row, exactly as the offline aggregation prints it
     assert db_texts(db) == expected
-    # the objects: S3 layout, each in the folder of its trades' symbol and minute, each trade once
+    # the objects: the S3 layout asked for, each in the folder of its trades' minute (and
+    # symbol, per symbol), each trade once; per minute, one object holds both symbols
     objects = objects_under(tmp_path / "objects")
     assert objects
     seen: set[tuple[str, int]] = set()
     for key, trades in objects.items():
         parsed = parse_key(key)
-        assert parsed.prefix == "trades"
+        assert parsed.prefix == "trades" and parsed.layout is layout
         for t in trades:
-            assert (t.symbol, minute_of(t.time_ms)) == (parsed.symbol, parsed.minute_ms), key
+            assert parsed.admits(t.symbol, minute_of(t.time_ms)), key
             assert (t.symbol, t.agg_id) not in seen
             seen.add((t.symbol, t.agg_id))
     assert len(seen) == total

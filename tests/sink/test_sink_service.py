@@ -24,13 +24,14 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 from structlog.testing import capture_logs
 from tests.conftest import unavailable
 from tests.core.fuzzing import bad_lines
 from tests.core.helpers import line as trade_line
 
 from tradepipe.config import Settings
-from tradepipe.core import minute_of, parse_event, parse_key
+from tradepipe.core import Layout, group_of, minute_of, parse_event, parse_key
 from tradepipe.local.broker import LocalBroker, LocalSource
 from tradepipe.producer import Record
 from tradepipe.sink import Options, serve
@@ -112,7 +113,8 @@ async def wait_for_lines(
 
 
 def assert_exact(objs: dict[str, bytes], lines: list[bytes], topic: str) -> None:
-    """Exactly the produced trades, each once, each in its (symbol, trade minute) object."""
+    """Exactly the produced trades, each once, each in an object of its trade minute (and of
+    its symbol, per symbol: Settings' sink.layout)."""
     stored = lines_in(objs)
     assert sorted(stored) == sorted(lines)
     for key, body in objs.items():
@@ -120,17 +122,22 @@ def assert_exact(objs: dict[str, bytes], lines: list[bytes], topic: str) -> None
         assert parsed.name.startswith(f"{topic}+") and parsed.name.endswith(".ndjson.gz")
         for line in gzip.decompress(body).splitlines():
             trade = parse_event(line)
-            assert trade.symbol == parsed.symbol
-            assert minute_of(trade.time_ms) == parsed.minute_ms
+            assert parsed.admits(trade.symbol, minute_of(trade.time_ms)), key
 
 
 def sink_settings(
-    bootstrap: str, endpoint: str, bucket: str, topic: str, group: str, prefix: str
+    bootstrap: str,
+    endpoint: str,
+    bucket: str,
+    topic: str,
+    group: str,
+    prefix: str,
+    layout: Layout = Layout.PER_MINUTE,
 ) -> Settings:
     return Settings.load(None, {}).replace(
         kafka={"bootstrap_servers": bootstrap, "topic": topic, "group_id": group},
         s3={"bucket": bucket, "prefix": prefix, "endpoint_url": endpoint},
-        sink={"metrics_listen": "127.0.0.1:0", "grace_seconds": 5.0},
+        sink={"metrics_listen": "127.0.0.1:0", "grace_seconds": 5.0, "layout": layout.value},
     )
 
 
@@ -157,25 +164,39 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
 
 
+@pytest.mark.parametrize("layout", list(Layout))
 async def test_objects_hold_exactly_the_produced_trades(
     kafka_bootstrap: str,
     s3_endpoint: str,
     s3_bucket: str,
     s3_client_kwargs: dict[str, str],
     names: dict[str, str],
+    layout: Layout,
 ) -> None:
     lines = recorded_trades()
     await produce(kafka_bootstrap, names["topic"], lines)
     settings = sink_settings(
-        kafka_bootstrap, s3_endpoint, s3_bucket, names["topic"], names["group"], names["prefix"]
-    )
+        kafka_bootstrap, s3_endpoint, s3_bucket, names["topic"], names["group"], names["prefix"],
+        layout,
+    )  # fmt: skip
     metrics = SinkMetrics()
     async with running(settings, metrics):
         objs = await wait_for_lines(s3_client_kwargs, s3_bucket, names["prefix"], len(lines))
     assert_exact(objs, lines, names["topic"])
-    # one object per (partition, symbol, minute): nothing here arrives late or overflows
-    minutes = {(parse_event(x).symbol, minute_of(parse_event(x).time_ms)) for x in lines}
-    assert len(objs) == len(minutes)
+    assert {parse_key("trades/" + k).layout for k in objs} == {layout}
+    # one object per (partition, group, minute): nothing here arrives late or overflows. The
+    # partition of a symbol is the producer's (murmur2 of the key over the topic's 2)
+    partition_of = DefaultPartitioner()
+    groups = {
+        (partition_of(t.symbol.encode(), [0, 1], [0, 1]), group_of(layout, t.symbol),
+         minute_of(t.time_ms))
+        for t in map(parse_event, lines)
+    }  # fmt: skip
+    assert len(objs) == len(groups)
+    if layout is Layout.PER_SYMBOL:  # 26 (symbol, minute) pairs, 10 (partition, minute) ones
+        assert len(objs) == 26
+    else:
+        assert len(objs) == 10
     assert metrics.trades._value.get() == len(lines)
     # the stop wrote nothing more and committed everything: a second run finds no work
     again = SinkMetrics()
@@ -185,8 +206,15 @@ async def test_objects_hold_exactly_the_produced_trades(
     assert await objects_under(s3_client_kwargs, s3_bucket, names["prefix"]) == objs
 
 
-def sink_env(bootstrap: str, endpoint: str, bucket: str, n: dict[str, str]) -> dict[str, str]:
+def sink_env(
+    bootstrap: str,
+    endpoint: str,
+    bucket: str,
+    n: dict[str, str],
+    layout: Layout = Layout.PER_MINUTE,
+) -> dict[str, str]:
     return {
+        "TRADEPIPE_SINK_LAYOUT": layout.value,
         **os.environ,
         **AWS_ENV,
         "TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -199,13 +227,18 @@ def sink_env(bootstrap: str, endpoint: str, bucket: str, n: dict[str, str]) -> d
     }
 
 
-@pytest.mark.parametrize("crash_after_puts", [1, 4, 13])
+@pytest.mark.parametrize(
+    ("layout", "crash_after_puts"),
+    [(Layout.PER_SYMBOL, 1), (Layout.PER_SYMBOL, 4), (Layout.PER_SYMBOL, 13),
+     (Layout.PER_MINUTE, 6)],
+)  # fmt: skip
 async def test_killed_between_put_and_commit_gives_the_clean_objects(
     kafka_bootstrap: str,
     s3_endpoint: str,
     s3_bucket: str,
     s3_client_kwargs: dict[str, str],
     names: dict[str, str],
+    layout: Layout,
     crash_after_puts: int,
     tmp_path: Path,
 ) -> None:
@@ -224,12 +257,13 @@ async def test_killed_between_put_and_commit_gives_the_clean_objects(
         names["topic"],
         clean_names["group"],
         clean_names["prefix"],
+        layout,
     )
     async with running(settings, SinkMetrics()):
         clean = await wait_for_lines(s3_client_kwargs, s3_bucket, clean_names["prefix"], len(lines))
     assert_exact(clean, lines, names["topic"])
 
-    env = sink_env(kafka_bootstrap, s3_endpoint, s3_bucket, names)
+    env = sink_env(kafka_bootstrap, s3_endpoint, s3_bucket, names, layout)
     crashing = await asyncio.create_subprocess_exec(
         sys.executable,
         str(Path(__file__).parent / "crashing_sink.py"),

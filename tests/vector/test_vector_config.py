@@ -4,7 +4,8 @@ The file is parsed as TOML after Vector's environment interpolation (re-implemen
 the ``${VAR}`` / ``${VAR:-default}`` / ``$VAR`` forms), the wiring and the options that decide
 correctness are checked, and the S3 key template is rendered for a sample event the way the
 aws_s3 sink does (``{{ field }}`` from the event, strftime from the event timestamp in UTC) and
-must be accepted by the Lambda's key parser.
+must be accepted by the Lambda's key parser -- in both layouts: the default template (per
+minute) and the per-symbol one the file's header gives for ``TRADEPIPE_VECTOR_KEY_PREFIX``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import msgspec
 import pytest
 from tests.conftest import unavailable
 
-from tradepipe.core import MINUTE_MS, parse_event, parse_key
+from tradepipe.core import MINUTE_MS, Layout, parse_event, parse_key
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "vector" / "vector.toml"
@@ -45,6 +46,21 @@ _ENV_RE = re.compile(
     r"|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
 )
 _FIELD_RE = re.compile(r"\{\{\s*(?P<field>[A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
+_PER_SYMBOL_RE = re.compile(r"^#\s+per_symbol key_prefix: (.+?)\s*$", re.MULTILINE)
+
+
+def per_symbol_template() -> str:
+    """The per-symbol ``key_prefix`` the header of vector.toml tells operators to set."""
+    found = _PER_SYMBOL_RE.findall(CONFIG.read_text())
+    assert len(found) == 1, "vector.toml's header must state the per_symbol template once"
+    template: str = found[0]
+    return template
+
+
+def sink_of(environ: dict[str, str]) -> dict[str, Any]:
+    env = {"TRADEPIPE_S3_BUCKET": "tradepipe-test", **environ}
+    sink: dict[str, Any] = tomllib.loads(interpolate(CONFIG.read_text(), env))["sinks"]["trades_s3"]
+    return sink
 
 
 def interpolate(text: str, environ: dict[str, str]) -> str:
@@ -188,8 +204,13 @@ def _sample_events(limit: int = 50) -> list[dict[str, Any]]:
     return [msgspec.json.decode(line) for line in lines]
 
 
-def test_key_prefix_renders_trade_minute_and_parses(sink: dict[str, Any]) -> None:
+@pytest.mark.parametrize("layout", list(Layout))
+def test_key_prefix_renders_trade_minute_and_parses(layout: Layout) -> None:
+    per_symbol = layout is Layout.PER_SYMBOL  # else the default template
+    sink = sink_of({"TRADEPIPE_VECTOR_KEY_PREFIX": per_symbol_template()} if per_symbol else {})
     template = sink["key_prefix"]
+    # under trades/: the Lambda's S3 notification filter (deploy/) is prefix trades/
+    assert template.startswith("trades/")
     for raw in _sample_events():
         trade = parse_event(raw)
         # What the kafka source makes of a record: the decoded JSON plus its fields; `timestamp`
@@ -211,8 +232,10 @@ def test_key_prefix_renders_trade_minute_and_parses(sink: dict[str, Any]) -> Non
         key = f"{prefix}{written}-{uuid}.{sink['filename_extension']}"
         parsed = parse_key(key)
         assert parsed.prefix == "trades"
-        assert parsed.symbol == trade.symbol
+        assert parsed.layout is layout
+        assert parsed.symbol == (trade.symbol if layout is Layout.PER_SYMBOL else None)
         assert parsed.minute_ms == trade.time_ms - trade.time_ms % MINUTE_MS
+        assert parsed.admits(trade.symbol, parsed.minute_ms)
         assert parsed.name.endswith(".ndjson.gz")
         # what the encoder writes back is the aggTrade object again
         line = {k: v for k, v in event.items() if k not in sink["encoding"]["except_fields"]}
@@ -220,7 +243,18 @@ def test_key_prefix_renders_trade_minute_and_parses(sink: dict[str, Any]) -> Non
         assert parse_event(msgspec.json.encode(line)) == trade
 
 
-def test_key_prefix_needs_the_kafka_key(sink: dict[str, Any]) -> None:
+def test_per_symbol_key_prefix_needs_the_kafka_key() -> None:
     raw = _sample_events(1)[0]
+    sink = sink_of({"TRADEPIPE_VECTOR_KEY_PREFIX": per_symbol_template()})
     with pytest.raises(KeyError, match="message_key"):
         render_template(sink["key_prefix"], raw, dt.datetime.now(dt.UTC))
+
+
+def test_per_minute_is_the_default_and_the_per_symbol_template_is_documented_alike() -> None:
+    """The default is per_minute (as sink.layout's), and the per-symbol template operators copy
+    is the same in vector.toml's header, vector/README.md and docs/scale-layout.md."""
+    assert "{{" not in sink_of({})["key_prefix"]  # no symbol in a per-minute key
+    template = per_symbol_template()
+    assert template.startswith("trades/symbol={{ message_key }}/")
+    for doc in (ROOT / "vector" / "README.md", ROOT / "docs" / "scale-layout.md"):
+        assert f"TRADEPIPE_VECTOR_KEY_PREFIX={template}" in doc.read_text(), doc

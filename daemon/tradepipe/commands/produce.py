@@ -1,7 +1,8 @@
 """``tradepipe produce [--config FILE]``: the daemon, Binance WebSocket -> Kafka.
 
 Exit status: 0 after a clean stop (SIGTERM/SIGINT, everything flushed), 1 when trades could
-not be flushed before the time limit or a task crashed, 2 for invalid configuration.
+not be flushed before the time limit or a task crashed, 2 for invalid configuration (also: an
+existing topic with fewer partitions than ``kafka.partitions``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from tradepipe.commands.signals import stop_on_signals
 from tradepipe.config import ConfigError, Settings
 from tradepipe.observability import Notifier, configure_logging, watchdog_interval
+from tradepipe.producer.kafka import TopicMismatch
 from tradepipe.producer.service import Options, serve
 
 HELP = "the daemon: Binance WebSocket -> Kafka"
@@ -42,4 +44,8 @@ async def main(settings: Settings, options: Options) -> int:
     """Signals only set the stop flag; :func:`serve` does the ordered shutdown."""
     stop = asyncio.Event()
     stop_on_signals(stop)
-    return await serve(settings, stop, options)
+    try:
+        return await serve(settings, stop, options)
+    except* TopicMismatch as group:
+        print(f"tradepipe produce: {group.exceptions[0]}", file=sys.stderr)
+    return EXIT_CONFIG

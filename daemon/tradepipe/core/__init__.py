@@ -16,7 +16,15 @@ from tradepipe.core.aggregate import (
 from tradepipe.core.errors import REASONS, ParseError, Reason
 from tradepipe.core.flow import BOUNDS, BUCKETS, FLOW_COLUMNS, OrderFlow
 from tradepipe.core.idranges import IdRanges
-from tradepipe.core.layout import ObjectKey, parse_key, sink_object_name
+from tradepipe.core.layout import (
+    EVERY_SYMBOL,
+    Layout,
+    ObjectKey,
+    group_of,
+    object_key,
+    parse_key,
+    sink_object_name,
+)
 from tradepipe.core.parse import (
     Event,
     Fields,
@@ -44,6 +52,7 @@ from tradepipe.core.trade import Side, Trade
 __all__ = [
     "BOUNDS",
     "BUCKETS",
+    "EVERY_SYMBOL",
     "FLOW_COLUMNS",
     "MINUTE_MS",
     "REASONS",
@@ -51,6 +60,7 @@ __all__ = [
     "Event",
     "Fields",
     "IdRanges",
+    "Layout",
     "MinuteKey",
     "MinutePartial",
     "ObjectKey",
@@ -68,11 +78,13 @@ __all__ = [
     "check",
     "decode",
     "decompress",
+    "group_of",
     "iter_fields",
     "iter_trades",
     "merge_all",
     "minute_of",
     "minute_text",
+    "object_key",
     "parse_csv_row",
     "parse_event",
     "parse_key",

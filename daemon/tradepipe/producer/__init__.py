@@ -10,7 +10,7 @@ Layout (the pure parts first):
 """
 
 from tradepipe.producer.intake import Intake
-from tradepipe.producer.kafka import KafkaOutput, ensure_topic
+from tradepipe.producer.kafka import KafkaOutput, TopicMismatch, ensure_topic
 from tradepipe.producer.metrics import ProducerMetrics
 from tradepipe.producer.outbox import Outbox
 from tradepipe.producer.output import OutputUnavailable, TradeOutput
@@ -28,6 +28,7 @@ __all__ = [
     "ProducerMetrics",
     "Record",
     "Sequencer",
+    "TopicMismatch",
     "TradeOutput",
     "ensure_topic",
     "serve",

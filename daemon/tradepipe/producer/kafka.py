@@ -6,8 +6,12 @@ publisher keeps one chunk in flight, so chunks grow with the load (few records p
 low rates: low latency; large batches under load: high throughput). Partitions are chosen by
 aiokafka's default partitioner (murmur2 of the key), as ``send(key=...)`` would.
 
-On start the topic is created if missing with ``retention.ms`` and ``segment.ms`` from the
-settings; "already exists" comes back as an error code in the response, not an exception.
+On start the topic is created if missing with ``kafka.partitions`` partitions and
+``retention.ms`` and ``segment.ms`` from the settings; "already exists" comes back as an error
+code in the response, not an exception. An existing topic with fewer partitions than
+``kafka.partitions`` is refused (:class:`TopicMismatch`, logged at error level with both
+counts): the operator asked for a scale-out the topic cannot give, and Kafka never adds
+partitions by itself. One with more is used as it is (logged).
 
 Poison records (the rules for what Kafka refuses for ever):
 
@@ -70,8 +74,15 @@ def refusal_reason(exc: BaseException) -> str | None:
     return None
 
 
-async def ensure_topic(settings: KafkaSettings, partitions: int = 1) -> bool:
-    """Create the topic if missing; True if we created it."""
+class TopicMismatch(Exception):
+    """The existing topic cannot be what the settings ask for (fewer partitions): fatal, the
+    ``produce`` command exits 2 (not retried, unlike :class:`OutputUnavailable`)."""
+
+
+async def ensure_topic(settings: KafkaSettings, partitions: int | None = None) -> bool:
+    """Create the topic if missing (``kafka.partitions`` partitions unless ``partitions``
+    says otherwise); True if we created it."""
+    partitions = settings.partitions if partitions is None else partitions
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
         request_timeout_ms=settings.request_timeout_ms,
@@ -96,12 +107,26 @@ async def ensure_topic(settings: KafkaSettings, partitions: int = 1) -> bool:
             await admin.close()
     errors = [(name, code) for name, code, *_ in resp.topic_errors if code]
     if not errors:
-        log.info("topic_created", topic=settings.topic, retention_ms=settings.retention_ms,
-                 segment_ms=settings.segment_ms)  # fmt: skip
+        log.info("topic_created", topic=settings.topic, partitions=partitions,
+                 retention_ms=settings.retention_ms, segment_ms=settings.segment_ms)  # fmt: skip
         return True
     if all(code == _TOPIC_EXISTS for _, code in errors):
         return False
     raise OutputUnavailable(f"creating topic {settings.topic!r} failed: {errors}")
+
+
+def topic_mismatch(settings: KafkaSettings, found: int) -> TopicMismatch:
+    """Log (error level) and build the refusal of a topic with fewer partitions than asked."""
+    fix = (
+        f"add partitions (kafka-topics.sh --alter --topic {settings.topic} --partitions "
+        f"{settings.partitions}) or set kafka.partitions = {found}"
+    )
+    log.error("topic_has_fewer_partitions", topic=settings.topic, partitions=found,
+              configured_partitions=settings.partitions, fix=fix)  # fmt: skip
+    return TopicMismatch(
+        f"topic {settings.topic!r} has {found} partition(s), kafka.partitions asks for "
+        f"{settings.partitions}: {fix}"
+    )
 
 
 class KafkaOutput:
@@ -138,9 +163,14 @@ class KafkaOutput:
             with contextlib.suppress(KafkaError, OSError):
                 await producer.stop()
             raise OutputUnavailable(f"cannot start the Kafka producer: {exc!r}") from exc
+        if len(partitions) < s.partitions:
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()
+            raise topic_mismatch(s, len(partitions))
         self._producer = producer
         self._partitions = sorted(partitions)
-        log.info("kafka_producer_started", topic=s.topic, partitions=len(self._partitions))
+        log.info("kafka_producer_started", topic=s.topic, partitions=len(self._partitions),
+                 configured_partitions=s.partitions)  # fmt: skip
 
     async def _rebuild(self) -> None:
         """Rule 2: a fresh producer id, so sequence numbers start over."""

@@ -1,4 +1,4 @@
-"""The sink's pure core: records of one Kafka partition -> per-(symbol, minute) objects.
+"""The sink's pure core: records of one Kafka partition -> per-(group, minute) objects.
 
 No I/O here: the shell feeds records in offset order and carries out the :class:`Flush` values
 it gets back (write the objects, then commit the checkpoint). Local mode feeds it from its
@@ -6,15 +6,17 @@ in-process broker the same way.
 
 Rules:
 
-1. **Grouping.** An object holds records of ONE partition for one (symbol, trade minute), in
+1. **Grouping.** An object holds records of ONE partition for one (group, trade minute), in
    offset order, and is named by its first offset (``topic+partition+first_offset``, Kafka
-   Connect's scheme). A record joins the open object of its (symbol, minute), or opens one.
+   Connect's scheme). The group is the layout's (:func:`tradepipe.core.group_of`): the symbol
+   (``per_symbol``) or every symbol (``per_minute``). A record joins the open object of its
+   (group, minute), or opens one.
 2. **Watermark.** ``W`` is the highest trade time ``T`` seen in the partition. Only records move
    it (never the wall clock), so every decision below is a function of the record sequence.
 3. **Due (record time).** After each record, an open object of minute ``m`` is due when
    ``W >= m + 60 s + grace`` -- except the object the record just joined: a burst of late
    records for one minute (e.g. a backfill) stays together until a record of another
-   (symbol, minute) arrives. All due objects are flushed together.
+   (group, minute) arrives. All due objects are flushed together.
 4. **Size cap.** An object reaching ``max_records`` flushes *every* open object of the
    partition (a cut: nothing is held afterwards). So does a checkpoint that would not fit in
    the offset metadata (:data:`~.checkpoint.MAX_METADATA`).
@@ -28,6 +30,12 @@ Rules:
    held object are held again, all others (already written) are skipped; at ``position`` the
    state equals the one that was committed, and rules 1-5 then take the same decisions on the
    same records. So objects rewritten after a crash have the same keys and the same bytes.
+8. **Layout change.** A checkpoint committed under the other layout (``sink.layout`` changed
+   between runs) is honoured in its own terms: a replayed record is held when its group *in
+   the checkpoint's layout* is held, and joins its group in the new layout; every other one is
+   skipped. Nothing is lost; the objects of that window get new-layout keys, so the records
+   of a flush written and not committed before the change are in the bucket twice (once per
+   layout), which the Lambda's per-trade de-duplication absorbs.
 """
 
 from __future__ import annotations
@@ -35,17 +43,25 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass, field
 
-from tradepipe.core import MINUTE_MS, ObjectKey, minute_of, sink_object_name
+from tradepipe.core import (
+    EVERY_SYMBOL,
+    MINUTE_MS,
+    Layout,
+    group_of,
+    minute_of,
+    object_key,
+    sink_object_name,
+)
 from tradepipe.sink.checkpoint import MAX_METADATA, Checkpoint, GroupKey
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """One object to write: records of one partition for one (symbol, minute)."""
+    """One object to write: records of one partition for one (group, minute)."""
 
     topic: str
     partition: int
-    symbol: str
+    symbol: str  # the group: a symbol, or EVERY_SYMBOL for a per-minute object
     minute_ms: int
     first_offset: int
     last_offset: int
@@ -56,7 +72,7 @@ class Batch:
         return sink_object_name(self.topic, self.partition, self.first_offset)
 
     def key(self, prefix: str) -> str:
-        return str(ObjectKey(prefix, self.symbol, self.minute_ms, self.name))
+        return str(object_key(prefix, self.symbol, self.minute_ms, self.name))
 
     def body(self) -> bytes:
         """gzip NDJSON; ``mtime=0`` and no file name, so the same records give the same bytes."""
@@ -86,7 +102,7 @@ class _Open:
 
 
 class PartitionBatcher:
-    """Groups one partition's records into per-(symbol, minute) objects (module rules)."""
+    """Groups one partition's records into per-(group, minute) objects (module rules)."""
 
     def __init__(
         self,
@@ -95,10 +111,11 @@ class PartitionBatcher:
         grace_ms: int,
         max_records: int,
         resume: Checkpoint | None = None,
+        layout: Layout = Layout.PER_SYMBOL,
     ) -> None:
         if max_records < 1:
             raise ValueError("max_records must be >= 1")
-        self.topic, self.partition = topic, partition
+        self.topic, self.partition, self.layout = topic, partition, layout
         self.grace_ms, self.max_records = grace_ms, max_records
         self._open: dict[GroupKey, _Open] = {}
         self._watermark = 0
@@ -107,9 +124,15 @@ class PartitionBatcher:
         self._resume = resume
         self._resume_held: dict[GroupKey, int] = {}
         self.skipped = 0  # records of the replay window that were already written
+        # the layout the checkpoint was committed under (rule 8), told by its groups
+        self._resume_layout = layout
         if resume is not None:
             self._position = resume.offset
             self._resume_held = {(s, m): first for s, m, first in resume.held}
+            groups = [s for s, _, _ in resume.held] + ([resume.last[0]] if resume.last else [])
+            if groups:
+                every = EVERY_SYMBOL in groups
+                self._resume_layout = Layout.PER_MINUTE if every else Layout.PER_SYMBOL
 
     # ------------------------------------------------------------------ feeding
 
@@ -146,7 +169,7 @@ class PartitionBatcher:
         if symbol is None:
             self._last = None
         else:
-            key = (symbol, minute_of(time_ms))
+            key = (group_of(self.layout, symbol), minute_of(time_ms))
             self._watermark = max(self._watermark, time_ms)
             group = self._join(key, offset, line)
             self._last = key
@@ -195,9 +218,10 @@ class PartitionBatcher:
         if symbol is None:
             self._last = None
             return
-        key = (symbol, minute_of(time_ms))
+        minute = minute_of(time_ms)
+        key = (group_of(self.layout, symbol), minute)
         self._last = key
-        first = self._resume_held.get(key)
+        first = self._resume_held.get((group_of(self._resume_layout, symbol), minute))
         if first is not None and offset >= first:
             self._join(key, offset, line)
         else:
@@ -209,7 +233,11 @@ class PartitionBatcher:
         self._watermark = resume.watermark
         self._position = max(self._position or 0, resume.position)
         if resume.tick_ms is None:
-            self._last = resume.last
+            if self._resume_layout is self.layout or resume.last is None:
+                self._last = resume.last
+            elif self.layout is Layout.PER_MINUTE:  # rule 8: the last record's group, here
+                self._last = (EVERY_SYMBOL, resume.last[1])
+            # else (per_minute -> per_symbol) the replayed record set _last, or none was read
             return self._flush_due()
         due = [k for k in self._open if k[1] + MINUTE_MS + self.grace_ms <= resume.tick_ms]
         return [self._flush(due, "idle")] if due else []

@@ -1,6 +1,6 @@
 """What the sink stores next to a committed Kafka offset, so a restart rebuilds the same objects.
 
-A committed offset alone cannot describe the batcher's state: objects of different (symbol,
+A committed offset alone cannot describe the batcher's state: objects of different (group,
 minute) interleave within a partition, so when some are written and others still open, records
 above the lowest open offset belong partly to written objects and partly to open ones. The
 checkpoint says which, exactly; it travels as the offset commit's *metadata* string (Kafka
@@ -10,16 +10,19 @@ A checkpoint describes the batcher's state at ``position`` (the next offset it w
 
 - ``offset``: the offset committed, the lowest offset held in an open object (or ``position``);
 - ``watermark``: the highest trade time seen so far (drives record-time flushing);
-- ``held``: each open object as (symbol, minute, first offset). An open object holds *every*
-  record of its (symbol, minute) from its first offset up to ``position``; every other record
+- ``held``: each open object as (group, minute, first offset), the group being a symbol
+  (``per_symbol``) or ``*`` (``per_minute``: every symbol). An open object holds *every*
+  record of its (group, minute) from its first offset up to ``position``; every other record
   in ``[offset, position)`` is already in a written object;
-- ``last``: the (symbol, minute) of the record just before ``position`` (``None`` for a
+- ``last``: the (group, minute) of the record just before ``position`` (``None`` for a
   malformed record), which the due rule excludes (see :mod:`.batcher`);
 - ``tick_ms``: set when the checkpoint was committed *before* a wall-clock flush: on replay,
   that flush is applied when ``position`` is reached, so it happens at the same record.
 
-Text form: ``v1|position|watermark|last|tick|SYM:minute:first;...`` with minutes as minute
-numbers since the epoch and ``-`` for none.
+Text form: ``v1|position|watermark|last|tick|GROUP:minute:first;...`` with minutes as minute
+numbers since the epoch and ``-`` for none. A per-minute layout holds one group per open
+minute, so its checkpoint stays small whatever the symbol count (a per-symbol one of thousands
+of symbols outgrows :data:`MAX_METADATA` and forces cuts).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from tradepipe.core import MINUTE_MS
 
 MAX_METADATA = 3500  # below Kafka's default offset.metadata.max.bytes (4096), with room
 
-GroupKey = tuple[str, int]  # (symbol, minute start in ms)
+GroupKey = tuple[str, int]  # (symbol or "*", minute start in ms)
 
 
 class CheckpointError(ValueError):
@@ -42,7 +45,7 @@ class Checkpoint:
     offset: int
     position: int
     watermark: int
-    held: tuple[tuple[str, int, int], ...]  # (symbol, minute_ms, first_offset)
+    held: tuple[tuple[str, int, int], ...]  # (group, minute_ms, first_offset)
     last: GroupKey | None = None
     tick_ms: int | None = None
 

@@ -47,7 +47,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from tradepipe.config import Settings
-from tradepipe.core import MINUTE_MS, ParseError, Reason, parse_event
+from tradepipe.core import MINUTE_MS, Layout, ParseError, Reason, parse_event
 from tradepipe.core.parse import MAX_LINE_BYTES
 from tradepipe.observability import Health, MetricsServer, Notifier
 from tradepipe.producer.quarantine import Quarantine
@@ -105,14 +105,16 @@ class Sink:
     def new_batcher(self, tp: TopicPartition, resume: Checkpoint | None) -> None:
         s = self.settings.sink
         self.batchers[tp] = PartitionBatcher(
-            tp.topic, tp.partition, int(s.grace_seconds * 1000), s.max_object_trades, resume
-        )
+            tp.topic, tp.partition, int(s.grace_seconds * 1000), s.max_object_trades, resume,
+            Layout(s.layout),
+        )  # fmt: skip
         log.info(
             "partition_assigned",
             topic=tp.topic,
             partition=tp.partition,
             resume_offset=resume.offset if resume else None,
             replay_to=resume.position if resume else None,
+            layout=s.layout,
         )
 
     # ------------------------------------------------------------------ records
