@@ -12,6 +12,7 @@ import gzip
 import os
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,7 +31,7 @@ from tests.core.fuzzing import bad_lines
 from tests.core.helpers import line as trade_line
 
 from tradepipe.config import Settings
-from tradepipe.core import minute_of, parse_event, parse_key
+from tradepipe.core import minute_of, parse_event, parse_key, sink_object_name
 from tradepipe.local.broker import LocalBroker, LocalSource
 from tradepipe.producer import Record
 from tradepipe.sink import Options, serve
@@ -124,13 +125,23 @@ def assert_exact(objs: dict[str, bytes], lines: list[bytes], topic: str) -> None
             assert minute_of(trade.time_ms) == parsed.minute_ms
 
 
+def spool_of(group: str) -> Path:
+    """One spool per consumer group (per host, in production): a restart of the same group
+    finds its spool, tests with their own group never share one."""
+    return Path(tempfile.gettempdir()) / "tradepipe-test-spools" / group
+
+
 def sink_settings(
     bootstrap: str, endpoint: str, bucket: str, topic: str, group: str, prefix: str
 ) -> Settings:
     return Settings.load(None, {}).replace(
         kafka={"bootstrap_servers": bootstrap, "topic": topic, "group_id": group},
         s3={"bucket": bucket, "prefix": prefix, "endpoint_url": endpoint},
-        sink={"metrics_listen": "127.0.0.1:0", "grace_seconds": 5.0},
+        sink={
+            "metrics_listen": "127.0.0.1:0",
+            "grace_seconds": 5.0,
+            "spool_dir": str(spool_of(group)),
+        },
     )
 
 
@@ -196,6 +207,7 @@ def sink_env(bootstrap: str, endpoint: str, bucket: str, n: dict[str, str]) -> d
         "TRADEPIPE_S3_PREFIX": n["prefix"],
         "TRADEPIPE_S3_ENDPOINT_URL": endpoint,
         "TRADEPIPE_SINK_METRICS_LISTEN": "127.0.0.1:0",
+        "TRADEPIPE_SINK_SPOOL_DIR": str(spool_of(n["group"])),
     }
 
 
@@ -395,46 +407,58 @@ async def test_null_and_malformed_values_are_skipped_counted_quarantined_and_it_
     assert all(len(q) < 200_000 for q in quarantined)  # raw values capped at 64 KiB
 
 
-@pytest.mark.parametrize("s3_down", [True, False], ids=["s3-down", "s3-up"])
-async def test_a_stop_that_cannot_write_what_it_holds_exits_1_naming_the_offsets(
+def spool_kept(logs: list[dict[str, Any]]) -> list[tuple[str, int, int, str]]:
+    return [
+        (e["log_level"], e["partition"], e["records"], e["offsets"])
+        for e in logs
+        if e["event"] == "spool_kept"
+    ]
+
+
+async def test_a_stop_with_s3_down_keeps_the_records_in_the_spool_and_the_next_run_puts_them(
     s3_endpoint: str,
     s3_bucket: str,
     s3_client_kwargs: dict[str, str],
     names: dict[str, str],
-    s3_down: bool,
 ) -> None:
-    """The shutdown's drain is bounded (``Options.shutdown_seconds``): records still held
-    unwritten then are logged at error level with their partition and offsets, and the exit
-    status is 1; the same stop with S3 up writes them all and exits 0. (In-process broker as
-    the source: the same serve, no Kafka group needed to hold records at the stop.)"""
+    """The shutdown's drain is bounded (``Options.shutdown_seconds``): records it could not
+    write stay in the spool on disk, logged with their partition and offsets, and the exit
+    status is 0 (nothing was left in memory). The next run -- local mode, a new in-process
+    broker numbering its records from 0 again -- writes them, and its own, each once."""
     now = int(time.time() * 1000)
     values = [trade_line(a=100 + i, f=200 + i, l=200 + i, T=now, E=now) for i in range(10)]
     broker = LocalBroker(names["topic"], max_messages=100)
     await broker.publish([Record("BTCUSDT", 100 + i, now, v) for i, v in enumerate(values)])
     await broker.close()  # read to the end, then the stop: everything is held for the drain
     host, port = s3_endpoint.removeprefix("http://").rsplit(":", 1)
+    settings = sink_settings(
+        "127.0.0.1:1", s3_endpoint, s3_bucket, names["topic"], names["group"], names["prefix"]
+    ).replace(sink={"grace_seconds": 600.0})  # nothing is due before the stop
     async with FlakyProxy((host, int(port))) as proxy:
-        proxy.down = s3_down
-        settings = sink_settings(
-            "127.0.0.1:1", proxy.url, s3_bucket, names["topic"], names["group"], names["prefix"]
-        ).replace(sink={"grace_seconds": 600.0})  # nothing is due before the stop
+        down = settings.replace(s3={"endpoint_url": proxy.url})
         options = Options(source=LocalSource(broker), serve_metrics=False, shutdown_seconds=1.0)
         stop = asyncio.Event()
         stop.set()
         with capture_logs() as logs:
-            status = await asyncio.wait_for(serve(settings, stop, options), 60)
+            status = await asyncio.wait_for(serve(down, stop, options), 60)
+    assert status == 0 and proxy.dropped >= 1
+    assert await objects_under(s3_client_kwargs, s3_bucket, names["prefix"]) == {}
+    assert [e["log_level"] for e in logs if e["event"] == "shutdown_puts_cut_off"] == ["error"]
+    assert spool_kept(logs) == [("warning", 0, 10, "0-9")]
+    assert not [e for e in logs if e["event"] == "shutdown_left_behind"]
+
+    more = [trade_line(a=200 + i, f=300 + i, l=300 + i, T=now, E=now) for i in range(5)]
+    again = LocalBroker(names["topic"], max_messages=100)
+    await again.publish([Record("BTCUSDT", 200 + i, now, v) for i, v in enumerate(more)])
+    await again.close()
+    options = Options(source=LocalSource(again), serve_metrics=False)
+    with capture_logs() as logs:
+        status = await asyncio.wait_for(serve(settings, stop, options), 60)
+    assert status == 0 and spool_kept(logs) == []
     objs = await objects_under(s3_client_kwargs, s3_bucket, names["prefix"])
-    left = [e for e in logs if e["event"] == "shutdown_left_behind"]
-    if s3_down:
-        assert status == 1 and proxy.dropped >= 1 and objs == {}
-        assert [(e["log_level"], e["partition"], e["held"], e["held_offsets"]) for e in left] == [
-            ("error", 0, 10, "0-9")
-        ]
-        summary = [e for e in logs if e["event"] == "stopped_with_leftovers"]
-        assert [(e["held"], e["partitions"]) for e in summary] == [(10, [f"{names['topic']}/0"])]
-    else:
-        assert status == 0 and left == []
-        assert sorted(lines_in(objs)) == sorted(values)
+    assert sorted(lines_in(objs)) == sorted(values + more)
+    # the second run's records were numbered after the first's: one object from offset 0
+    assert [parse_key("trades/" + k).name for k in objs] == [sink_object_name(names["topic"], 0, 0)]
 
 
 def _put_retries(metrics: SinkMetrics) -> float:
@@ -456,10 +480,10 @@ async def test_a_stop_while_writes_are_retried_is_bounded_and_the_next_run_write
     s3_client_kwargs: dict[str, str],
     names: dict[str, str],
 ) -> None:
-    """S3 down, the loop retrying a flush (for up to sink.retry_timeout_seconds, 900 s): a stop
-    still ends within shutdown_seconds, exit 1, every partition holding records logged at error
-    level with its offsets. Nothing was committed past the cut-off flush, so the next run (S3
-    up, same group) writes exactly the produced trades."""
+    """S3 down, the cutter retrying a flush (for ever): a stop still ends within
+    shutdown_seconds, exit 0, every partition's spooled records logged with their offsets.
+    The spool's checkpoint is behind the cut-off flush, so the next run (S3 up, same group)
+    writes exactly the produced trades."""
     lines = recorded_trades()
     await produce(kafka_bootstrap, names["topic"], lines)
     host, port = s3_endpoint.removeprefix("http://").rsplit(":", 1)
@@ -476,16 +500,16 @@ async def test_a_stop_while_writes_are_retried_is_bounded_and_the_next_run_write
             started = time.monotonic()
             status = await asyncio.wait_for(task, 60)
             took = time.monotonic() - started
-    assert status == 1
+    assert status == 0
     assert took < 2.0 + 5.0, f"the stop took {took:.1f} s"
     assert await objects_under(s3_client_kwargs, s3_bucket, names["prefix"]) == {}
-    assert [e["log_level"] for e in logs if e["event"] == "shutdown_flush_cut_off"] == ["error"]
-    left = [e for e in logs if e["event"] == "shutdown_left_behind"]
-    assert left and all(e["log_level"] == "error" for e in left)
-    assert {e["partition"] for e in left} <= {0, 1} and all(e["held"] > 0 for e in left)
-    for e in left:
-        first, _, last = e["held_offsets"].partition("-")
-        assert 0 <= int(first) <= int(last), e
+    assert [e["log_level"] for e in logs if e["event"] == "shutdown_puts_cut_off"] == ["error"]
+    kept = spool_kept(logs)
+    assert kept and {p for _, p, _, _ in kept} <= {0, 1} and all(n > 0 for _, _, n, _ in kept)
+    for _, _, n, offsets in kept:
+        first, _, last = offsets.partition("-")
+        assert 0 <= int(first) <= int(last) and n == int(last) - int(first) + 1, kept
+    assert metrics.spool_records._value.get() == sum(n for _, _, n, _ in kept)
     again = sink_settings(
         kafka_bootstrap, s3_endpoint, s3_bucket, names["topic"], names["group"], names["prefix"]
     )
@@ -496,15 +520,16 @@ async def test_a_stop_while_writes_are_retried_is_bounded_and_the_next_run_write
     assert_exact(objs, lines, names["topic"])
 
 
-async def test_a_cut_off_local_sink_reports_every_record_it_did_not_write(
+async def test_a_cut_off_local_sink_reports_every_record_not_in_its_spool(
     s3_endpoint: str,
     s3_bucket: str,
     s3_client_kwargs: dict[str, str],
     names: dict[str, str],
 ) -> None:
-    """The in-process broker keeps nothing after the process: when the shutdown's time runs
-    out with S3 down, the records held, fetched but not yet fed to the batcher, and never read
-    together are exactly all the records published (none was written)."""
+    """The in-process broker keeps nothing after the process. A tiny spool bound pauses the
+    reader after its first fetch (10,000 records) while S3 is down; at the stop, the records
+    spooled are kept (exit status still decided by the rest), the records never read are
+    reported at error level with their offsets, and the exit status is 1."""
     t0 = int(time.time() * 1000) // 60_000 * 60_000 - 10 * 60_000  # minutes already over
     n = 10_050  # more than one fetch (10,000): some are never read when the loop is cut off
     records = [
@@ -518,7 +543,7 @@ async def test_a_cut_off_local_sink_reports_every_record_it_did_not_write(
     async with FlakyProxy((host, int(port))) as proxy:
         settings = sink_settings(
             "127.0.0.1:1", proxy.url, s3_bucket, names["topic"], names["group"], names["prefix"]
-        )
+        ).replace(sink={"spool_max_bytes": 100_000})
         metrics, stop = SinkMetrics(), asyncio.Event()
         options = Options(
             source=LocalSource(broker), metrics=metrics, serve_metrics=False, shutdown_seconds=1.0
@@ -526,15 +551,16 @@ async def test_a_cut_off_local_sink_reports_every_record_it_did_not_write(
         with capture_logs() as logs:
             task = asyncio.create_task(serve(settings, stop, options))
             await _until_retrying(metrics, task)
+            assert metrics.spool_paused._value.get() == 1
             stop.set()
             status = await asyncio.wait_for(task, 60)
     assert status == 1
     assert await objects_under(s3_client_kwargs, s3_bucket, names["prefix"]) == {}
+    assert [e["log_level"] for e in logs if e["event"] == "spool_full"] == ["error"]
     left = [e for e in logs if e["event"] == "shutdown_left_behind"]
-    assert all(e["log_level"] == "error" and e["partition"] == 0 for e in left)
-    held = sum(e.get("held", 0) for e in left)
-    unread = [e for e in left if "unread" in e]
-    assert [(e["unread"], e["unread_offsets"]) for e in unread] == [(n - 10_000, f"10000-{n - 1}")]
-    assert held + n - 10_000 == n, left
+    assert [(e["log_level"], e["partition"], e["unread"], e["unread_offsets"]) for e in left] == [
+        ("error", 0, n - 10_000, f"10000-{n - 1}")
+    ]
+    assert spool_kept(logs) == [("warning", 0, 10_000, "0-9999")]
     summary = [e for e in logs if e["event"] == "stopped_with_leftovers"]
-    assert [(e["held"], e["unread"]) for e in summary] == [(10_000, n - 10_000)]
+    assert [(e["log_level"], e["unread"]) for e in summary] == [("error", n - 10_000)]

@@ -169,3 +169,9 @@ class ResettingConsumer:
 
     async def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
         await self._c.commit(offsets)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self._c.pause(*partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self._c.resume(*partitions)
