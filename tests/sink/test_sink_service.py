@@ -564,3 +564,50 @@ async def test_a_cut_off_local_sink_reports_every_record_not_in_its_spool(
     assert spool_kept(logs) == [("warning", 0, 10_000, "0-9999")]
     summary = [e for e in logs if e["event"] == "stopped_with_leftovers"]
     assert [(e["log_level"], e["unread"]) for e in summary] == [("error", n - 10_000)]
+
+
+async def test_a_tiny_spool_bound_pauses_alarms_resumes_and_loses_nothing(
+    kafka_bootstrap: str,
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client_kwargs: dict[str, str],
+    names: dict[str, str],
+) -> None:
+    """S3 down and a spool bound far below the topic's size: reading pauses at the bound
+    (gauge, counter, error log, /healthz 503 naming the spool), nothing is dropped; once S3 is
+    back the spool drains, reading resumes, and the objects hold every trade exactly once."""
+    lines = recorded_trades() * 4  # more than one fetch (1 MB a partition) holds
+    await produce(kafka_bootstrap, names["topic"], lines)
+    host, port = s3_endpoint.removeprefix("http://").rsplit(":", 1)
+    async with FlakyProxy((host, int(port))) as proxy:
+        settings = sink_settings(
+            kafka_bootstrap, proxy.url, s3_bucket, names["topic"], names["group"], names["prefix"]
+        ).replace(sink={"spool_max_bytes": 150_000})
+        metrics = SinkMetrics()
+        with capture_logs() as logs:
+            async with running(settings, metrics) as task:
+                deadline = time.monotonic() + 60
+                # polling a gauge the sink sets; there is no event to wait on
+                while metrics.spool_paused._value.get() != 1 and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+                assert metrics.spool_paused._value.get() == 1 and not task.done()
+                url = next(e["metrics"] for e in logs if e["event"] == "sink_started")
+                async with aiohttp.ClientSession() as http, http.get(url + "/healthz") as resp:
+                    assert resp.status == 503 and "spool full" in await resp.text()
+                spooled = metrics.spool_records._value.get()
+                assert 0 < spooled < len(lines)
+                assert await metric(url, "tradepipe_sink_spool_bytes") >= 150_000
+                proxy.down = False
+                objs = await wait_for_lines(
+                    s3_client_kwargs, s3_bucket, names["prefix"], len(lines), 120
+                )
+                await asyncio.sleep(1)  # anything still to come would be a duplicate
+                objs = await objects_under(s3_client_kwargs, s3_bucket, names["prefix"])
+                async with aiohttp.ClientSession() as http, http.get(url + "/healthz") as resp:
+                    assert resp.status == 200, await resp.text()
+    assert_exact(objs, lines, names["topic"])
+    assert metrics.spool_paused._value.get() == 0
+    assert metrics.spool_pauses._value.get() >= 1
+    full = [e for e in logs if e["event"] == "spool_full"]
+    assert full and all(e["log_level"] == "error" and e["limit"] == 150_000 for e in full)
+    assert len([e for e in logs if e["event"] == "spool_resumed_reading"]) == len(full)
