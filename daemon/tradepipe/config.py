@@ -214,7 +214,7 @@ class SinkSettings(_Section, frozen=True):
         Count,
         _meta(
             "the spool's bound: at this size reading pauses (alarm on /healthz and "
-            "tradepipe_sink_spool_paused), never drops; it resumes below it"
+            "tradepipe_sink_spool_paused), never drops; it resumes below 90 % of it"
         ),
     ] = 2 * 1024 * 1024 * 1024
     objects: Annotated[
