@@ -59,6 +59,12 @@ def recorded_trades() -> list[bytes]:
     return sorted(lines, key=lambda x: (parse_event(x).time_ms, parse_event(x).symbol))
 
 
+def four_times() -> list[bytes]:
+    """The recorded trades, each four times in a row: 2.5 MB in trade-time order (repeated
+    end to end instead, every copy would arrive late and flush tiny objects)."""
+    return [line for line in recorded_trades() for _ in range(4)]
+
+
 async def produce(bootstrap: str, topic: str, lines: list[bytes], partitions: int = 2) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -278,6 +284,52 @@ async def test_killed_between_put_and_commit_gives_the_clean_objects(
     assert after == clean
     # the restart resumed from the crashed run's last commit (when it had made one)
     assert b"partition_assigned" in out
+
+
+@pytest.mark.parametrize("crash_after_appends", [1, 3])
+async def test_killed_between_spooling_and_the_kafka_commit_gives_every_trade_once(
+    kafka_bootstrap: str,
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client_kwargs: dict[str, str],
+    names: dict[str, str],
+    crash_after_appends: int,
+    tmp_path: Path,
+) -> None:
+    """Records spooled whose offset commit never happened come again from Kafka: the spool
+    knows them by the committed offset (a partition with none gets one before its first
+    records are spooled: 1; after a commit: 3, each partition taking two fetches) and takes
+    each once; the objects hold every trade once, and nothing looks like a re-created topic."""
+    lines = four_times()  # 2.5 MB: two fetches (1 MB a partition) per partition
+    await produce(kafka_bootstrap, names["topic"], lines)
+    env = sink_env(kafka_bootstrap, s3_endpoint, s3_bucket, names)
+    crashing = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).parent / "crashing_spool_sink.py"),
+        env={**env, "CRASH_AFTER_APPENDS": str(crash_after_appends)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    crash_out, _ = await asyncio.wait_for(crashing.communicate(), 120)
+    assert crashing.returncode == -signal.SIGKILL, crash_out[-2000:]
+    log_path = tmp_path / "sink.log"
+    with log_path.open("wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tradepipe.cli", "sink",
+            env=env, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            await wait_for_lines(s3_client_kwargs, s3_bucket, names["prefix"], len(lines), 150)
+            await asyncio.sleep(2)  # anything still to come would be a duplicate
+            objs = await objects_under(s3_client_kwargs, s3_bucket, names["prefix"])
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 60)
+    out = log_path.read_bytes()
+    assert proc.returncode == 0, out[-3000:]
+    assert_exact(objs, lines, names["topic"])
+    assert b"redelivered_records_ignored" in out, out[-3000:]
+    assert b"spool_offsets_went_back" not in out
 
 
 class FlakyProxy:
@@ -576,7 +628,7 @@ async def test_a_tiny_spool_bound_pauses_alarms_resumes_and_loses_nothing(
     """S3 down and a spool bound far below the topic's size: reading pauses at the bound
     (gauge, counter, error log, /healthz 503 naming the spool), nothing is dropped; once S3 is
     back the spool drains, reading resumes, and the objects hold every trade exactly once."""
-    lines = recorded_trades() * 4  # more than one fetch (1 MB a partition) holds
+    lines = four_times()  # more than one fetch (1 MB a partition) holds
     await produce(kafka_bootstrap, names["topic"], lines)
     host, port = s3_endpoint.removeprefix("http://").rsplit(":", 1)
     async with FlakyProxy((host, int(port))) as proxy:
@@ -611,3 +663,55 @@ async def test_a_tiny_spool_bound_pauses_alarms_resumes_and_loses_nothing(
     full = [e for e in logs if e["event"] == "spool_full"]
     assert full and all(e["log_level"] == "error" and e["limit"] == 150_000 for e in full)
     assert len([e for e in logs if e["event"] == "spool_resumed_reading"]) == len(full)
+
+
+async def test_a_re_created_topic_starts_the_partition_over_instead_of_refusing_its_offsets(
+    kafka_bootstrap: str,
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client_kwargs: dict[str, str],
+    names: dict[str, str],
+) -> None:
+    """The spool refuses offsets below what it has (re-deliveries). A topic deleted and
+    created again numbers its records from 0: those are new records, not re-deliveries. The
+    sink says so at error level, writes what its spool holds of the partition, forgets it and
+    reads the new log from its start: every record of both topics is in S3, once."""
+    lines = recorded_trades()
+    first, second = lines[: len(lines) // 2], lines[len(lines) // 2 :]
+    await produce(kafka_bootstrap, names["topic"], first, partitions=1)
+    settings = sink_settings(
+        kafka_bootstrap, s3_endpoint, s3_bucket, names["topic"], names["group"], names["prefix"]
+    )
+    async with running(settings, SinkMetrics()):
+        await wait_for_lines(s3_client_kwargs, s3_bucket, names["prefix"], len(first))
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([names["topic"]])
+        deadline = time.monotonic() + 60
+        # polling the broker's topic list; there is no event to wait on
+        while names["topic"] in await admin.list_topics() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    for _attempt in range(50):  # the deletion completes on the broker in the background
+        try:
+            await produce(kafka_bootstrap, names["topic"], second, partitions=1)
+            break
+        except AssertionError:
+            await asyncio.sleep(0.5)
+    else:
+        raise AssertionError("the topic could not be created again")
+    with capture_logs() as logs:
+        async with running(settings, SinkMetrics()):
+            objs = await wait_for_lines(s3_client_kwargs, s3_bucket, names["prefix"], len(lines))
+            await asyncio.sleep(1)  # anything still to come would be a duplicate
+            objs = await objects_under(s3_client_kwargs, s3_bucket, names["prefix"])
+    assert sorted(lines_in(objs)) == sorted(lines)
+    went_back = [e for e in logs if e["event"] == "spool_offsets_went_back"]
+    assert [(e["log_level"], e["offset"], e["spool_next_offset"]) for e in went_back] == [
+        ("error", 0, len(first))
+    ]
+    assert [e["event"] for e in logs if e["event"] == "spool_partition_started_over"] == [
+        "spool_partition_started_over"
+    ]

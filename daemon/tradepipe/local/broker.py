@@ -239,7 +239,7 @@ class LocalSource:
             # an earlier run's records wait in the spool: number this run's after them
             self.broker.rebase(state.next_offset)
             self._consumer.rebased()
-        await sink.partition_assigned(tp, None)
+        await sink.partition_assigned(tp, None, None)
 
     async def stop(self) -> None:
         return None  # no group to leave, no connection to close

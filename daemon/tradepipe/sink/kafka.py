@@ -101,10 +101,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in assigned:
             resume = None
             meta = committed.get(tp)
-            text = meta.metadata if meta is not None and meta.offset >= 0 else ""
+            offset = meta.offset if meta is not None and meta.offset >= 0 else None
+            text = meta.metadata if offset is not None else ""
             if text and text != SPOOL_METADATA:
                 try:
                     resume = Checkpoint.from_metadata(meta.offset, text)
                 except CheckpointError as exc:
                     log.warning("checkpoint_ignored", partition=tp.partition, error=str(exc))
-            await self.sink.partition_assigned(tp, resume)
+            await self.sink.partition_assigned(tp, offset, resume)

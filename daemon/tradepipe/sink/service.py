@@ -17,12 +17,18 @@ or ``Options.source`` (local mode's in-process broker); ``READY=1``.
 logged and quarantined, and spooled as a marker: the batcher must see it), append them to the
 spool (one durable transaction per partition and fetch), then commit the offset after them to
 Kafka (metadata ``spool``: the checkpoint lives in the spool now). A commit that fails (a
-rebalance) is logged and left to the next one: the records are safe in the spool, and a
-re-delivered record is refused by the spool's key. **The bound:** while the spool's database
-uses ``sink.spool_max_bytes`` or more, the reader pauses every partition it owns (aiokafka's
-``pause``; it keeps polling, so it stays in the group), sets ``tradepipe_sink_spool_paused``,
-counts ``tradepipe_sink_spool_pauses_total``, logs ``spool_full`` at error level and makes
-``/healthz`` answer 503; it resumes once the spool is below 90 % of the bound. Nothing is dropped.
+rebalance) is logged and left to the next one: the records are safe in the spool. Records
+below what the spool has are re-deliveries if they are at or above the offset committed when
+the partition was assigned (a partition with none gets one before its first records are
+spooled, so a crash between the two commits always leaves one), and are skipped; otherwise the
+offsets went back (the topic was re-created): the partition is paused, its spooled records are
+written, it is forgotten and read again from the new offsets.
+
+**The bound:** while the spool's database uses ``sink.spool_max_bytes`` or more, the reader
+pauses every partition it owns (aiokafka's ``pause``; it keeps polling, so it stays in the
+group), sets ``tradepipe_sink_spool_paused``, counts ``tradepipe_sink_spool_pauses_total``, logs
+``spool_full`` at error level and makes ``/healthz`` answer 503; it resumes once the spool is
+below 90 % of the bound. Nothing is dropped.
 
 **The cutter:** reads each partition's records back from the spool in offset order and feeds
 its batcher (:mod:`.batcher`: the same rules, keys and bytes as ever); a partition whose
@@ -127,6 +133,15 @@ class Sink:
         # the cutter's side: per partition its batcher and the next spooled offset to feed
         self.batchers: dict[TP, PartitionBatcher] = {}
         self.cursor: dict[TP, int] = {}
+        # the offset after the last record spooled, per partition (the spool refuses below it)
+        self.floor: dict[TP, int] = {}
+        # after an assignment whose committed offset is below the floor: from where Kafka may
+        # send records again that the spool has (a crash between the two commits)
+        self.redelivery: dict[TP, int] = {}
+        # partitions whose offsets went back (topic re-created): paused until their spooled
+        # records are written, then read again from the offset given
+        self.restarting: dict[TP, int] = {}
+        self.uncommitted: set[TP] = set()  # assigned with no committed offset
         self._skipped: dict[TP, int] = {}  # batcher.skipped already counted in the metric
         self.spooled = asyncio.Event()  # set by the reader after an append
         self.reading_ended = asyncio.Event()  # set by the shutdown: the cutter drains
@@ -145,23 +160,36 @@ class Sink:
         """A batcher for every partition the spool holds, resumed from its checkpoint."""
         self.metrics.spool_oldest.set_function(self._oldest_age)
         for state in await self.spool.partitions():
-            self._new_batcher(TP(state.topic, state.partition), state.checkpoint)
+            tp = TP(state.topic, state.partition)
+            self._new_batcher(tp, state.checkpoint)
+            self.floor[tp] = state.next_offset
         self._show_spool()
         usage = self.spool.usage
         if usage.records:
             log.info("spool_resumed", records=usage.records, bytes=usage.bytes,
                      partitions=len(self.batchers))  # fmt: skip
 
-    async def partition_assigned(self, tp: TP, committed: Checkpoint | None) -> None:
-        """The reader owns ``tp`` now. ``committed``: the checkpoint a sink without a spool
-        committed with the offset, adopted if the spool does not know the partition yet (so an
-        upgrade rebuilds the same objects)."""
-        if committed is not None and await self.spool.adopt(tp.topic, tp.partition, committed):
-            log.info("checkpoint_adopted", partition=tp.partition, offset=committed.offset)
-            self._new_batcher(tp, committed)
+    async def partition_assigned(
+        self, tp: TP, committed: int | None, checkpoint: Checkpoint | None
+    ) -> None:
+        """The reader owns ``tp`` now, from the ``committed`` offset (``None``: none).
+        ``checkpoint``: one a sink without a spool committed with the offset, adopted if the
+        spool does not know the partition yet (so an upgrade rebuilds the same objects)."""
+        if checkpoint is not None and await self.spool.adopt(tp.topic, tp.partition, checkpoint):
+            log.info("checkpoint_adopted", partition=tp.partition, offset=checkpoint.offset)
+            self._new_batcher(tp, checkpoint)
+            self.floor[tp] = checkpoint.offset
+        if committed is not None and committed < self.floor.get(tp, 0):
+            self.redelivery[tp] = committed
+        else:
+            self.redelivery.pop(tp, None)
+        if committed is None:
+            self.uncommitted.add(tp)
+        else:
+            self.uncommitted.discard(tp)
         self.assigned.add(tp)
         self.caught_up.discard(tp)
-        if self.paused:
+        if self.paused or tp in self.restarting:
             self.consumer.pause(tp)
         log.info("partition_assigned", topic=tp.topic, partition=tp.partition,
                  spooled=tp in self.batchers)  # fmt: skip
@@ -198,22 +226,65 @@ class Sink:
                     self.consumer.seek(tp, first)
                     log.warning("records_before_assignment", partition=tp.partition, offset=first)
                 continue
-            entries = [self._decode(tp, m) for m in messages]
-            stored = await self.spool.append(tp.topic, tp.partition, entries)
-            if tp not in self.batchers and stored:
-                self._new_batcher(tp, None)
-            if stored < len(entries):
-                log.info("redelivered_records_ignored", partition=tp.partition,
-                         records=len(entries) - stored)  # fmt: skip
-            self.spooled.set()
-            self._show_spool()
+            if tp in self.restarting:  # fetched before the pause took effect: read them later
+                self.consumer.seek(tp, self.restarting[tp])
+                continue
             next_offset = messages[-1].offset + 1
+            floor = self.floor.get(tp, 0)
+            if messages[0].offset < floor:
+                since = self.redelivery.get(tp)
+                if since is None or messages[0].offset < since:
+                    self._offsets_went_back(tp, messages[0].offset, floor)
+                    continue
+                log.info("redelivered_records_ignored", partition=tp.partition,
+                         offsets=f"{messages[0].offset}-{min(next_offset, floor) - 1}")  # fmt: skip
+                messages = [m for m in messages if m.offset >= floor]
+            if messages and tp in self.uncommitted and not await self._commit(tp, messages[0]):
+                continue
+            if messages:
+                entries = [self._decode(tp, m) for m in messages]
+                await self.spool.append(tp.topic, tp.partition, entries)
+                self.floor[tp] = next_offset
+                self.redelivery.pop(tp, None)
+                if tp not in self.batchers:
+                    self._new_batcher(tp, None)
+                self.spooled.set()
+                self._show_spool()
             try:
                 await self.consumer.commit({tp: OffsetAndMetadata(next_offset, SPOOL_METADATA)})
                 self.metrics.commits.inc()
             except KafkaError as exc:  # a rebalance: the next commit covers these records
                 log.warning("commit_failed", partition=tp.partition, offset=next_offset,
                             error=repr(exc))  # fmt: skip
+
+    async def _commit(self, tp: TP, first: Message) -> bool:
+        """A partition with no committed offset gets one *before* its first records are
+        spooled, so that a crash between the spool's commit and Kafka's always leaves a
+        committed offset to tell a re-delivery (from it) from offsets that went back (a
+        re-created topic has no commit). ``False``: it failed, the records are read again."""
+        try:
+            await self.consumer.commit({tp: OffsetAndMetadata(first.offset, SPOOL_METADATA)})
+        except KafkaError as exc:
+            log.warning("commit_failed", partition=tp.partition, offset=first.offset,
+                        error=repr(exc))  # fmt: skip
+            self.consumer.seek(tp, first.offset)
+            return False
+        self.uncommitted.discard(tp)
+        self.metrics.commits.inc()
+        return True
+
+    def _offsets_went_back(self, tp: TP, offset: int, floor: int) -> None:
+        """Kafka sends offsets below what the spool has, and not as a re-delivery: the topic
+        was re-created (or the log truncated). The spool's records of the partition are
+        written first (the cutter, :meth:`_start_over`), then the partition starts over from
+        ``offset``; until then it is paused. Nothing is refused, nothing is lost."""
+        log.error("spool_offsets_went_back", topic=tp.topic, partition=tp.partition,
+                  offset=offset, spool_next_offset=floor,
+                  action="writing the spooled records, then reading from the offset")  # fmt: skip
+        self.consumer.seek(tp, offset)
+        self.consumer.pause(tp)
+        self.restarting[tp] = offset
+        self.spooled.set()  # wake the cutter
 
     async def after_read(self, fetched: set[TP]) -> None:
         """Which partitions are caught up with their log end (the cutter's idle rule), then
@@ -240,7 +311,7 @@ class Sink:
             log.error("spool_full", bytes=used, limit=limit, records=self.spool.usage.records,
                       partitions=sorted(tp.partition for tp in self.assigned))  # fmt: skip
         elif self.paused and used < limit * RESUME_BELOW:
-            self.consumer.resume(*self.consumer.assignment())
+            self.consumer.resume(*(self.consumer.assignment() - self.restarting.keys()))
             paused_for = time.monotonic() - (self.paused_since or time.monotonic())
             self.paused, self.paused_since = False, None
             self.metrics.spool_paused.set(0)
@@ -278,19 +349,21 @@ class Sink:
         while True:
             self.spooled.clear()
             ending = self.reading_ended.is_set()
-            fed = False
-            for tp in list(self.batchers):
-                fed = await self._feed(tp) or fed
-            if fed:
-                continue
+            fed = {tp for tp in list(self.batchers) if await self._feed(tp)}
             if ending:
-                await self._drain()
-                return
-            for tp in list(self.batchers):
+                if not fed:
+                    await self._drain()
+                    return
+                continue
+            # partitions with nothing more spooled: started over, or wall-clock flushes
+            for tp in [tp for tp in self.restarting if tp not in fed]:
+                await self._start_over(tp)
+            for tp in [tp for tp in self.batchers if tp not in fed]:
                 await self._idle(tp)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(POLL_MS / 1000):
-                    await self.spooled.wait()
+            if not fed:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(POLL_MS / 1000):
+                        await self.spooled.wait()
 
     async def _feed(self, tp: TP) -> bool:
         entries = await self.spool.read(tp.topic, tp.partition, self.cursor[tp], READ_RECORDS)
@@ -318,6 +391,23 @@ class Sink:
         if flush is not None:
             await self.carry_out(tp, [flush])
 
+    async def _start_over(self, tp: TP) -> None:
+        """All of ``tp``'s spooled records are fed (its offsets went back): write everything
+        held, forget the partition, read it again from the new offsets."""
+        batcher = self.batchers.get(tp)
+        if batcher is not None:
+            await self.carry_out(tp, batcher.end_replay())
+            flush = batcher.drain()
+            if flush is not None:
+                await self.carry_out(tp, [flush])
+        await self.spool.forget(tp.topic, tp.partition)
+        for state in (self.batchers, self.cursor, self._skipped, self.floor, self.redelivery):
+            state.pop(tp, None)
+        self.restarting.pop(tp, None)
+        if tp in self.assigned and not self.paused:
+            self.consumer.resume(tp)
+        log.warning("spool_partition_started_over", topic=tp.topic, partition=tp.partition)
+
     async def _drain(self) -> None:
         for tp, batcher in list(self.batchers.items()):
             await self.carry_out(tp, batcher.end_replay())
@@ -336,6 +426,7 @@ class Sink:
                     tg.create_task(self.put(batch, flush.reason))
             trimmed = await self.spool.commit(tp.topic, tp.partition, flush.checkpoint)
             self._show_spool()
+            self.metrics.held.set(sum(b.held_records for b in self.batchers.values()))
             oldest = min(b.minute_ms for b in flush.batches) if flush.batches else None
             if oldest is not None:
                 self.metrics.lag.set(max(0.0, started - (oldest + MINUTE_MS) / 1000))

@@ -246,6 +246,18 @@ class SpoolFile:
             )
             return cur.rowcount == 1
 
+    def forget(self, topic: str, partition: int) -> int:
+        """Drop a partition (its records and state): its offsets started over. Returns how
+        many records it still had (the caller writes them first: 0)."""
+        with self._transaction():
+            cur = self._db.execute(
+                "DELETE FROM records WHERE topic = ? AND partition = ?", (topic, partition)
+            )
+            self._db.execute(
+                "DELETE FROM partitions WHERE topic = ? AND partition = ?", (topic, partition)
+            )
+            return cur.rowcount
+
     def commit(self, topic: str, partition: int, checkpoint: Checkpoint) -> int:
         """Save the batcher's ``checkpoint`` (its objects are written) and trim the records
         below its offset, together. Returns how many records were trimmed."""
@@ -341,6 +353,12 @@ class Spool:
         self._records -= trimmed
         await self.refresh()
         return trimmed
+
+    async def forget(self, topic: str, partition: int) -> int:
+        dropped = await self._run(self.file.forget, topic, partition)
+        self._records -= dropped
+        await self.refresh()
+        return dropped
 
     async def summary(self) -> list[dict[str, object]]:
         return await self._run(self.file.summary)
