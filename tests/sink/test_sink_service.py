@@ -7,9 +7,11 @@ the way ``tradepipe produce`` does (key = symbol, value = the raw aggTrade, time
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import gzip
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -131,10 +133,15 @@ def assert_exact(objs: dict[str, bytes], lines: list[bytes], topic: str) -> None
             assert minute_of(trade.time_ms) == parsed.minute_ms
 
 
+# The sinks' spools of this test session (removed when it ends): a few MB each.
+SPOOLS = Path(tempfile.mkdtemp(prefix="tradepipe-test-spools-"))
+atexit.register(shutil.rmtree, SPOOLS, ignore_errors=True)
+
+
 def spool_of(group: str) -> Path:
     """One spool per consumer group (per host, in production): a restart of the same group
     finds its spool, tests with their own group never share one."""
-    return Path(tempfile.gettempdir()) / "tradepipe-test-spools" / group
+    return SPOOLS / group
 
 
 def sink_settings(
