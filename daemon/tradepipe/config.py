@@ -12,7 +12,8 @@ Rules:
    choices (``local.broker``, ``sink.objects``); no code asks whether a key was given.
 3. Layers, later ones win: the field defaults, a command's defaults (:data:`RUN_DEFAULTS` for
    ``tradepipe run``), the TOML file, the environment. Under systemd, ``$STATE_DIRECTORY``
-   decides ``feed.state_path`` unless ``TRADEPIPE_FEED_STATE_PATH`` is set.
+   decides ``feed.state_path`` unless ``TRADEPIPE_FEED_STATE_PATH`` is set, and
+   ``sink.spool_dir`` unless ``TRADEPIPE_SINK_SPOOL_DIR`` is set.
 4. Unknown sections and keys are refused, and so are ``TRADEPIPE_<SECTION>_*`` variables that
    name no key (except :data:`READ_ELSEWHERE`). An invalid value gives one :class:`ConfigError` line
    naming the key (and the environment variable when it came from there):
@@ -36,6 +37,8 @@ import msgspec.inspect as mi
 ENV_PREFIX = "TRADEPIPE_"
 # The producer's resume state inside systemd's $STATE_DIRECTORY (StateDirectory=tradepipe).
 STATE_FILE_NAME = "producer-state.json"
+# The sink's spool inside its unit's $STATE_DIRECTORY (StateDirectory=tradepipe-sink).
+SPOOL_DIR_NAME = "spool"
 
 
 class ConfigError(ValueError):
@@ -207,13 +210,20 @@ class SinkSettings(_Section, frozen=True):
     metrics_listen: Annotated[
         HostPort, _meta("the sink's /metrics and /healthz (beside the producer's metrics.listen)")
     ] = "127.0.0.1:9109"
-    retry_timeout_seconds: Annotated[
-        Seconds,
+    spool_dir: Annotated[
+        FilePath,
         _meta(
-            "give up on an object write after this long (the process exits; systemd restarts it "
-            "and it resumes from its last commit)"
+            "the durable spool between Kafka and the object writer (sink-spool.sqlite3); under "
+            "systemd $STATE_DIRECTORY/spool instead, unless TRADEPIPE_SINK_SPOOL_DIR is set"
         ),
-    ] = 900.0
+    ] = "./data/spool"
+    spool_max_bytes: Annotated[
+        Count,
+        _meta(
+            "the spool's bound: at this size reading pauses (alarm on /healthz and "
+            "tradepipe_sink_spool_paused), never drops; it resumes below 90 % of it"
+        ),
+    ] = 2 * 1024 * 1024 * 1024
     objects: Annotated[
         Literal["s3", "folder"],
         _meta("where minute objects go: s3 (s3.bucket, required) or folder (sink.objects_dir)"),
@@ -355,9 +365,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                     values[key] = _tidy(values[key], hint)
             tree[section] = values
         _refuse_unknown_variables(environ)
-        state_dir = _state_directory(environ)
-        if state_dir is not None and env_name("feed", "state_path") not in environ:
-            tree["feed"]["state_path"] = str(Path(state_dir) / STATE_FILE_NAME)
+        _place_state(tree, environ)
         return _convert(tree, env_names)
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
@@ -431,6 +439,18 @@ def _hints(cls: type) -> dict[str, Any]:
 SECTIONS: dict[str, dict[str, Any]] = {
     name: _hints(section) for name, section in _hints(Settings).items()
 }
+
+
+def _place_state(tree: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> None:
+    """Under systemd, the producer's state file and the sink's spool go in
+    ``$STATE_DIRECTORY``, unless their own variable is set (rule 3)."""
+    state_dir = _state_directory(environ)
+    if state_dir is None:
+        return
+    if env_name("feed", "state_path") not in environ:
+        tree["feed"]["state_path"] = str(Path(state_dir) / STATE_FILE_NAME)
+    if env_name("sink", "spool_dir") not in environ:
+        tree["sink"]["spool_dir"] = str(Path(state_dir) / SPOOL_DIR_NAME)
 
 
 def _state_directory(environ: Mapping[str, str]) -> str | None:

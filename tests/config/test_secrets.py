@@ -115,6 +115,7 @@ def free_port() -> int:
 def run_env(tmp_path: Path) -> dict[str, str]:
     return {
         "TRADEPIPE_SINK_OBJECTS_DIR": str(tmp_path / "objects"),
+        "TRADEPIPE_SINK_SPOOL_DIR": str(tmp_path / "spool"),
         "TRADEPIPE_METRICS_LISTEN": "127.0.0.1:0",
         "TRADEPIPE_FEED_QUARANTINE_PATH": str(tmp_path / "quarantine.ndjson"),
         "TRADEPIPE_FEED_STATE_PATH": str(tmp_path / "producer-state.json"),

@@ -224,3 +224,21 @@ def test_a_variable_of_a_known_section_that_names_no_key_is_refused() -> None:
         },
     )
     assert settings.sink.objects_dir == "./objects"
+
+
+def test_state_directory_decides_where_the_sinks_spool_lives() -> None:
+    """Like the producer's state file (tests/producer/test_state.py): under systemd the spool
+    goes in the unit's StateDirectory unless its own variable says otherwise."""
+    assert Settings.load(None, {}).sink.spool_dir == "./data/spool"
+    systemd = Settings.load(None, {"STATE_DIRECTORY": "/var/lib/tradepipe-sink"})
+    assert systemd.sink.spool_dir == "/var/lib/tradepipe-sink/spool"
+    explicit = Settings.load(
+        None, {"STATE_DIRECTORY": "/var/lib/tradepipe-sink", "TRADEPIPE_SINK_SPOOL_DIR": "/srv/s"}
+    )
+    assert explicit.sink.spool_dir == "/srv/s"
+    assert (
+        Settings.load(None, {"TRADEPIPE_SINK_SPOOL_MAX_BYTES": "1048576"}).sink.spool_max_bytes
+        == 1048576
+    )
+    with pytest.raises(ConfigError, match="spool_max_bytes"):
+        Settings.load(None, {"TRADEPIPE_SINK_SPOOL_MAX_BYTES": "0"})

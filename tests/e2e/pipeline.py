@@ -200,6 +200,7 @@ class Pipeline:
             "TRADEPIPE_SINK_GRACE_SECONDS": f"{self.plan.grace_seconds:g}",
             "TRADEPIPE_SINK_MAX_OBJECT_TRADES": str(self.plan.max_object_trades),
             "TRADEPIPE_SINK_METRICS_LISTEN": "127.0.0.1:0",
+            "TRADEPIPE_SINK_SPOOL_DIR": str(self.dir / "spool"),
             "TRADEPIPE_LOG_LEVEL": "info",
             **self.plan.sink_env,
         }

@@ -95,3 +95,25 @@ async def test_the_consumer_owns_the_one_partition_and_seeks_within_the_log() ->
     with pytest.raises(ValueError, match="not the local broker's partition"):
         await consumer.commit({other: OffsetAndMetadata(2, "")})
     assert broker.committed == (2, "")
+
+
+async def test_rebase_numbers_the_log_after_an_earlier_runs_spool_and_pause_stops_fetches() -> None:
+    """The sink's spool holds offsets of an earlier run: a new broker numbers its messages
+    after them (held ones renumbered), before anything is read or committed."""
+    broker = LocalBroker("t", max_messages=100)
+    await broker.publish(records(0, 3))
+    consumer = LocalConsumer(broker)
+    broker.rebase(500)
+    consumer.rebased()
+    await broker.publish(records(3, 2))
+    assert (broker.start_offset, broker.end_offset) == (500, 505)
+    consumer.pause(broker.tp)
+    assert await consumer.getmany(timeout_ms=10) == {}  # paused: nothing, even with messages
+    consumer.resume(broker.tp)
+    msgs = (await consumer.getmany(timeout_ms=10))[broker.tp]
+    assert [m.offset for m in msgs] == [500, 501, 502, 503, 504]
+    assert [m.value for m in msgs] == [r.value for r in records(0, 5)]
+    await consumer.commit({broker.tp: OffsetAndMetadata(505, "spool")})
+    assert broker.held == 0
+    with pytest.raises(ValueError, match="after a commit"):
+        broker.rebase(900)

@@ -69,6 +69,7 @@ async def test_run_on_kafka_s3_and_mysql(
             "TRADEPIPE_S3_PREFIX": prefix,
             "TRADEPIPE_DB_URL": mysql_db,
             "TRADEPIPE_SINK_OBJECTS_DIR": str(tmp_path / "must-stay-empty"),
+            "TRADEPIPE_SINK_SPOOL_DIR": str(tmp_path / "spool"),
             "TRADEPIPE_LOCAL_BROKER": "kafka",
             "TRADEPIPE_SINK_OBJECTS": "s3",
         }

@@ -30,7 +30,16 @@ def params(fn: object) -> dict[str, inspect.Parameter]:
 
 
 def test_the_protocol_lists_what_the_sink_calls() -> None:
-    assert METHODS == ["assignment", "commit", "getmany", "highwater", "position", "seek"]
+    assert METHODS == [
+        "assignment",
+        "commit",
+        "getmany",
+        "highwater",
+        "pause",
+        "position",
+        "resume",
+        "seek",
+    ]
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -42,7 +51,9 @@ def test_real_consumers_have_every_protocol_method(cls: type, name: str) -> None
     have = params(real)
     for pname, p in params(wanted).items():
         assert pname in have, f"{cls.__name__}.{name} takes no {pname}"
-        if p.kind is p.KEYWORD_ONLY:
+        if p.kind is p.VAR_POSITIONAL:
+            assert have[pname].kind is p.VAR_POSITIONAL, pname
+        elif p.kind is p.KEYWORD_ONLY:
             assert have[pname].kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD), pname
         else:
             assert have[pname].kind is p.POSITIONAL_OR_KEYWORD, pname

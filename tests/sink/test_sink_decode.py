@@ -38,9 +38,10 @@ def test_every_value_is_a_trade_or_a_counted_skip(
     settings_ = Settings.load(None, {}).replace(sink={"quarantine_path": str(quarantine)})
     metrics = SinkMetrics()
     # _decode reads no consumer and writes no object: the Sink's I/O is not needed here
-    sink = Sink(settings_, consumer=None, writer=None, metrics=metrics)  # type: ignore[arg-type]
+    sink = Sink(settings_, consumer=None, writer=None, metrics=metrics, spool=None)  # type: ignore[arg-type]
     record = ConsumerRecord("aggtrades", 0, 7, 0, 0, b"BTCUSDT", value, None, 7, 0, [])
-    offset, symbol, time_ms, line = sink._decode(TP, record)
+    entry = sink._decode(TP, record)
+    offset, symbol, time_ms, line = entry.offset, entry.symbol, entry.time_ms, entry.line
     expected = None if value is None else reference(value, now_ms=int(time.time() * 1000))
     assert offset == 7
     if expected is None:

@@ -7,11 +7,14 @@ the way ``tradepipe produce`` does (key = symbol, value = the raw aggTrade, time
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import gzip
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,7 +34,7 @@ from tests.core.fuzzing import bad_lines
 from tests.core.helpers import line as trade_line
 
 from tradepipe.config import Settings
-from tradepipe.core import Layout, group_of, minute_of, parse_event, parse_key
+from tradepipe.core import Layout, group_of, minute_of, parse_event, parse_key, sink_object_name
 from tradepipe.local.broker import LocalBroker, LocalSource
 from tradepipe.producer import Record
 from tradepipe.sink import Options, serve
@@ -57,6 +60,12 @@ def recorded_trades() -> list[bytes]:
     lines = [x for f in FILES for x in (DATA / f).read_bytes().splitlines() if x.strip()]
     # the order a combined stream delivers them in: by trade time
     return sorted(lines, key=lambda x: (parse_event(x).time_ms, parse_event(x).symbol))
+
+
+def four_times() -> list[bytes]:
+    """The recorded trades, each four times in a row: 2.5 MB in trade-time order (repeated
+    end to end instead, every copy would arrive late and flush tiny objects)."""
+    return [line for line in recorded_trades() for _ in range(4)]
 
 
 async def produce(bootstrap: str, topic: str, lines: list[bytes], partitions: int = 2) -> None:
@@ -125,6 +134,17 @@ def assert_exact(objs: dict[str, bytes], lines: list[bytes], topic: str) -> None
             assert parsed.admits(trade.symbol, minute_of(trade.time_ms)), key
 
 
+# The sinks' spools of this test session (removed when it ends): a few MB each.
+SPOOLS = Path(tempfile.mkdtemp(prefix="tradepipe-test-spools-"))
+atexit.register(shutil.rmtree, SPOOLS, ignore_errors=True)
+
+
+def spool_of(group: str) -> Path:
+    """One spool per consumer group (per host, in production): a restart of the same group
+    finds its spool, tests with their own group never share one."""
+    return SPOOLS / group
+
+
 def sink_settings(
     bootstrap: str,
     endpoint: str,
@@ -137,7 +157,12 @@ def sink_settings(
     return Settings.load(None, {}).replace(
         kafka={"bootstrap_servers": bootstrap, "topic": topic, "group_id": group},
         s3={"bucket": bucket, "prefix": prefix, "endpoint_url": endpoint},
-        sink={"metrics_listen": "127.0.0.1:0", "grace_seconds": 5.0, "layout": layout.value},
+        sink={
+            "metrics_listen": "127.0.0.1:0",
+            "grace_seconds": 5.0,
+            "spool_dir": str(spool_of(group)),
+            "layout": layout.value,
+        },
     )
 
 
@@ -224,6 +249,7 @@ def sink_env(
         "TRADEPIPE_S3_PREFIX": n["prefix"],
         "TRADEPIPE_S3_ENDPOINT_URL": endpoint,
         "TRADEPIPE_SINK_METRICS_LISTEN": "127.0.0.1:0",
+        "TRADEPIPE_SINK_SPOOL_DIR": str(spool_of(n["group"])),
     }
 
 
@@ -300,6 +326,52 @@ async def test_killed_between_put_and_commit_gives_the_clean_objects(
     assert after == clean
     # the restart resumed from the crashed run's last commit (when it had made one)
     assert b"partition_assigned" in out
+
+
+@pytest.mark.parametrize("crash_after_appends", [1, 3])
+async def test_killed_between_spooling_and_the_kafka_commit_gives_every_trade_once(
+    kafka_bootstrap: str,
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client_kwargs: dict[str, str],
+    names: dict[str, str],
+    crash_after_appends: int,
+    tmp_path: Path,
+) -> None:
+    """Records spooled whose offset commit never happened come again from Kafka: the spool
+    knows them by the committed offset (a partition with none gets one before its first
+    records are spooled: 1; after a commit: 3, each partition taking two fetches) and takes
+    each once; the objects hold every trade once, and nothing looks like a re-created topic."""
+    lines = four_times()  # 2.5 MB: two fetches (1 MB a partition) per partition
+    await produce(kafka_bootstrap, names["topic"], lines)
+    env = sink_env(kafka_bootstrap, s3_endpoint, s3_bucket, names)
+    crashing = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).parent / "crashing_spool_sink.py"),
+        env={**env, "CRASH_AFTER_APPENDS": str(crash_after_appends)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    crash_out, _ = await asyncio.wait_for(crashing.communicate(), 120)
+    assert crashing.returncode == -signal.SIGKILL, crash_out[-2000:]
+    log_path = tmp_path / "sink.log"
+    with log_path.open("wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tradepipe.cli", "sink",
+            env=env, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            await wait_for_lines(s3_client_kwargs, s3_bucket, names["prefix"], len(lines), 150)
+            await asyncio.sleep(2)  # anything still to come would be a duplicate
+            objs = await objects_under(s3_client_kwargs, s3_bucket, names["prefix"])
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 60)
+    out = log_path.read_bytes()
+    assert proc.returncode == 0, out[-3000:]
+    assert_exact(objs, lines, names["topic"])
+    assert b"redelivered_records_ignored" in out, out[-3000:]
+    assert b"spool_offsets_went_back" not in out
 
 
 class FlakyProxy:
@@ -429,46 +501,58 @@ async def test_null_and_malformed_values_are_skipped_counted_quarantined_and_it_
     assert all(len(q) < 200_000 for q in quarantined)  # raw values capped at 64 KiB
 
 
-@pytest.mark.parametrize("s3_down", [True, False], ids=["s3-down", "s3-up"])
-async def test_a_stop_that_cannot_write_what_it_holds_exits_1_naming_the_offsets(
+def spool_kept(logs: list[dict[str, Any]]) -> list[tuple[str, int, int, str]]:
+    return [
+        (e["log_level"], e["partition"], e["records"], e["offsets"])
+        for e in logs
+        if e["event"] == "spool_kept"
+    ]
+
+
+async def test_a_stop_with_s3_down_keeps_the_records_in_the_spool_and_the_next_run_puts_them(
     s3_endpoint: str,
     s3_bucket: str,
     s3_client_kwargs: dict[str, str],
     names: dict[str, str],
-    s3_down: bool,
 ) -> None:
-    """The shutdown's drain is bounded (``Options.shutdown_seconds``): records still held
-    unwritten then are logged at error level with their partition and offsets, and the exit
-    status is 1; the same stop with S3 up writes them all and exits 0. (In-process broker as
-    the source: the same serve, no Kafka group needed to hold records at the stop.)"""
+    """The shutdown's drain is bounded (``Options.shutdown_seconds``): records it could not
+    write stay in the spool on disk, logged with their partition and offsets, and the exit
+    status is 0 (nothing was left in memory). The next run -- local mode, a new in-process
+    broker numbering its records from 0 again -- writes them, and its own, each once."""
     now = int(time.time() * 1000)
     values = [trade_line(a=100 + i, f=200 + i, l=200 + i, T=now, E=now) for i in range(10)]
     broker = LocalBroker(names["topic"], max_messages=100)
     await broker.publish([Record("BTCUSDT", 100 + i, now, v) for i, v in enumerate(values)])
     await broker.close()  # read to the end, then the stop: everything is held for the drain
     host, port = s3_endpoint.removeprefix("http://").rsplit(":", 1)
+    settings = sink_settings(
+        "127.0.0.1:1", s3_endpoint, s3_bucket, names["topic"], names["group"], names["prefix"]
+    ).replace(sink={"grace_seconds": 600.0})  # nothing is due before the stop
     async with FlakyProxy((host, int(port))) as proxy:
-        proxy.down = s3_down
-        settings = sink_settings(
-            "127.0.0.1:1", proxy.url, s3_bucket, names["topic"], names["group"], names["prefix"]
-        ).replace(sink={"grace_seconds": 600.0})  # nothing is due before the stop
+        down = settings.replace(s3={"endpoint_url": proxy.url})
         options = Options(source=LocalSource(broker), serve_metrics=False, shutdown_seconds=1.0)
         stop = asyncio.Event()
         stop.set()
         with capture_logs() as logs:
-            status = await asyncio.wait_for(serve(settings, stop, options), 60)
+            status = await asyncio.wait_for(serve(down, stop, options), 60)
+    assert status == 0 and proxy.dropped >= 1
+    assert await objects_under(s3_client_kwargs, s3_bucket, names["prefix"]) == {}
+    assert [e["log_level"] for e in logs if e["event"] == "shutdown_puts_cut_off"] == ["error"]
+    assert spool_kept(logs) == [("warning", 0, 10, "0-9")]
+    assert not [e for e in logs if e["event"] == "shutdown_left_behind"]
+
+    more = [trade_line(a=200 + i, f=300 + i, l=300 + i, T=now, E=now) for i in range(5)]
+    again = LocalBroker(names["topic"], max_messages=100)
+    await again.publish([Record("BTCUSDT", 200 + i, now, v) for i, v in enumerate(more)])
+    await again.close()
+    options = Options(source=LocalSource(again), serve_metrics=False)
+    with capture_logs() as logs:
+        status = await asyncio.wait_for(serve(settings, stop, options), 60)
+    assert status == 0 and spool_kept(logs) == []
     objs = await objects_under(s3_client_kwargs, s3_bucket, names["prefix"])
-    left = [e for e in logs if e["event"] == "shutdown_left_behind"]
-    if s3_down:
-        assert status == 1 and proxy.dropped >= 1 and objs == {}
-        assert [(e["log_level"], e["partition"], e["held"], e["held_offsets"]) for e in left] == [
-            ("error", 0, 10, "0-9")
-        ]
-        summary = [e for e in logs if e["event"] == "stopped_with_leftovers"]
-        assert [(e["held"], e["partitions"]) for e in summary] == [(10, [f"{names['topic']}/0"])]
-    else:
-        assert status == 0 and left == []
-        assert sorted(lines_in(objs)) == sorted(values)
+    assert sorted(lines_in(objs)) == sorted(values + more)
+    # the second run's records were numbered after the first's: one object from offset 0
+    assert [parse_key("trades/" + k).name for k in objs] == [sink_object_name(names["topic"], 0, 0)]
 
 
 def _put_retries(metrics: SinkMetrics) -> float:
@@ -490,10 +574,10 @@ async def test_a_stop_while_writes_are_retried_is_bounded_and_the_next_run_write
     s3_client_kwargs: dict[str, str],
     names: dict[str, str],
 ) -> None:
-    """S3 down, the loop retrying a flush (for up to sink.retry_timeout_seconds, 900 s): a stop
-    still ends within shutdown_seconds, exit 1, every partition holding records logged at error
-    level with its offsets. Nothing was committed past the cut-off flush, so the next run (S3
-    up, same group) writes exactly the produced trades."""
+    """S3 down, the cutter retrying a flush (for ever): a stop still ends within
+    shutdown_seconds, exit 0, every partition's spooled records logged with their offsets.
+    The spool's checkpoint is behind the cut-off flush, so the next run (S3 up, same group)
+    writes exactly the produced trades."""
     lines = recorded_trades()
     await produce(kafka_bootstrap, names["topic"], lines)
     host, port = s3_endpoint.removeprefix("http://").rsplit(":", 1)
@@ -510,16 +594,16 @@ async def test_a_stop_while_writes_are_retried_is_bounded_and_the_next_run_write
             started = time.monotonic()
             status = await asyncio.wait_for(task, 60)
             took = time.monotonic() - started
-    assert status == 1
+    assert status == 0
     assert took < 2.0 + 5.0, f"the stop took {took:.1f} s"
     assert await objects_under(s3_client_kwargs, s3_bucket, names["prefix"]) == {}
-    assert [e["log_level"] for e in logs if e["event"] == "shutdown_flush_cut_off"] == ["error"]
-    left = [e for e in logs if e["event"] == "shutdown_left_behind"]
-    assert left and all(e["log_level"] == "error" for e in left)
-    assert {e["partition"] for e in left} <= {0, 1} and all(e["held"] > 0 for e in left)
-    for e in left:
-        first, _, last = e["held_offsets"].partition("-")
-        assert 0 <= int(first) <= int(last), e
+    assert [e["log_level"] for e in logs if e["event"] == "shutdown_puts_cut_off"] == ["error"]
+    kept = spool_kept(logs)
+    assert kept and {p for _, p, _, _ in kept} <= {0, 1} and all(n > 0 for _, _, n, _ in kept)
+    for _, _, n, offsets in kept:
+        first, _, last = offsets.partition("-")
+        assert 0 <= int(first) <= int(last) and n == int(last) - int(first) + 1, kept
+    assert metrics.spool_records._value.get() == sum(n for _, _, n, _ in kept)
     again = sink_settings(
         kafka_bootstrap, s3_endpoint, s3_bucket, names["topic"], names["group"], names["prefix"]
     )
@@ -530,15 +614,16 @@ async def test_a_stop_while_writes_are_retried_is_bounded_and_the_next_run_write
     assert_exact(objs, lines, names["topic"])
 
 
-async def test_a_cut_off_local_sink_reports_every_record_it_did_not_write(
+async def test_a_cut_off_local_sink_reports_every_record_not_in_its_spool(
     s3_endpoint: str,
     s3_bucket: str,
     s3_client_kwargs: dict[str, str],
     names: dict[str, str],
 ) -> None:
-    """The in-process broker keeps nothing after the process: when the shutdown's time runs
-    out with S3 down, the records held, fetched but not yet fed to the batcher, and never read
-    together are exactly all the records published (none was written)."""
+    """The in-process broker keeps nothing after the process. A tiny spool bound pauses the
+    reader after its first fetch (10,000 records) while S3 is down; at the stop, the records
+    spooled are kept (exit status still decided by the rest), the records never read are
+    reported at error level with their offsets, and the exit status is 1."""
     t0 = int(time.time() * 1000) // 60_000 * 60_000 - 10 * 60_000  # minutes already over
     n = 10_050  # more than one fetch (10,000): some are never read when the loop is cut off
     records = [
@@ -552,7 +637,7 @@ async def test_a_cut_off_local_sink_reports_every_record_it_did_not_write(
     async with FlakyProxy((host, int(port))) as proxy:
         settings = sink_settings(
             "127.0.0.1:1", proxy.url, s3_bucket, names["topic"], names["group"], names["prefix"]
-        )
+        ).replace(sink={"spool_max_bytes": 100_000})
         metrics, stop = SinkMetrics(), asyncio.Event()
         options = Options(
             source=LocalSource(broker), metrics=metrics, serve_metrics=False, shutdown_seconds=1.0
@@ -560,15 +645,115 @@ async def test_a_cut_off_local_sink_reports_every_record_it_did_not_write(
         with capture_logs() as logs:
             task = asyncio.create_task(serve(settings, stop, options))
             await _until_retrying(metrics, task)
+            assert metrics.spool_paused._value.get() == 1
             stop.set()
             status = await asyncio.wait_for(task, 60)
     assert status == 1
     assert await objects_under(s3_client_kwargs, s3_bucket, names["prefix"]) == {}
+    assert [e["log_level"] for e in logs if e["event"] == "spool_full"] == ["error"]
     left = [e for e in logs if e["event"] == "shutdown_left_behind"]
-    assert all(e["log_level"] == "error" and e["partition"] == 0 for e in left)
-    held = sum(e.get("held", 0) for e in left)
-    unread = [e for e in left if "unread" in e]
-    assert [(e["unread"], e["unread_offsets"]) for e in unread] == [(n - 10_000, f"10000-{n - 1}")]
-    assert held + n - 10_000 == n, left
+    assert [(e["log_level"], e["partition"], e["unread"], e["unread_offsets"]) for e in left] == [
+        ("error", 0, n - 10_000, f"10000-{n - 1}")
+    ]
+    assert spool_kept(logs) == [("warning", 0, 10_000, "0-9999")]
     summary = [e for e in logs if e["event"] == "stopped_with_leftovers"]
-    assert [(e["held"], e["unread"]) for e in summary] == [(10_000, n - 10_000)]
+    assert [(e["log_level"], e["unread"]) for e in summary] == [("error", n - 10_000)]
+
+
+async def test_a_tiny_spool_bound_pauses_alarms_resumes_and_loses_nothing(
+    kafka_bootstrap: str,
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client_kwargs: dict[str, str],
+    names: dict[str, str],
+) -> None:
+    """S3 down and a spool bound far below the topic's size: reading pauses at the bound
+    (gauge, counter, error log, /healthz 503 naming the spool), nothing is dropped; once S3 is
+    back the spool drains, reading resumes, and the objects hold every trade exactly once."""
+    lines = four_times()  # more than one fetch (1 MB a partition) holds
+    await produce(kafka_bootstrap, names["topic"], lines)
+    host, port = s3_endpoint.removeprefix("http://").rsplit(":", 1)
+    async with FlakyProxy((host, int(port))) as proxy:
+        settings = sink_settings(
+            kafka_bootstrap, proxy.url, s3_bucket, names["topic"], names["group"], names["prefix"]
+        ).replace(sink={"spool_max_bytes": 150_000})
+        metrics = SinkMetrics()
+        with capture_logs() as logs:
+            async with running(settings, metrics) as task:
+                deadline = time.monotonic() + 60
+                # polling a gauge the sink sets; there is no event to wait on
+                while metrics.spool_paused._value.get() != 1 and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+                assert metrics.spool_paused._value.get() == 1 and not task.done()
+                url = next(e["metrics"] for e in logs if e["event"] == "sink_started")
+                async with aiohttp.ClientSession() as http, http.get(url + "/healthz") as resp:
+                    assert resp.status == 503 and "spool full" in await resp.text()
+                spooled = metrics.spool_records._value.get()
+                assert 0 < spooled < len(lines)
+                assert await metric(url, "tradepipe_sink_spool_bytes") >= 150_000
+                proxy.down = False
+                objs = await wait_for_lines(
+                    s3_client_kwargs, s3_bucket, names["prefix"], len(lines), 120
+                )
+                await asyncio.sleep(1)  # anything still to come would be a duplicate
+                objs = await objects_under(s3_client_kwargs, s3_bucket, names["prefix"])
+                async with aiohttp.ClientSession() as http, http.get(url + "/healthz") as resp:
+                    assert resp.status == 200, await resp.text()
+    assert_exact(objs, lines, names["topic"])
+    assert metrics.spool_paused._value.get() == 0
+    assert metrics.spool_pauses._value.get() >= 1
+    full = [e for e in logs if e["event"] == "spool_full"]
+    assert full and all(e["log_level"] == "error" and e["limit"] == 150_000 for e in full)
+    assert len([e for e in logs if e["event"] == "spool_resumed_reading"]) == len(full)
+
+
+async def test_a_re_created_topic_starts_the_partition_over_instead_of_refusing_its_offsets(
+    kafka_bootstrap: str,
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client_kwargs: dict[str, str],
+    names: dict[str, str],
+) -> None:
+    """The spool refuses offsets below what it has (re-deliveries). A topic deleted and
+    created again numbers its records from 0: those are new records, not re-deliveries. The
+    sink says so at error level, writes what its spool holds of the partition, forgets it and
+    reads the new log from its start: every record of both topics is in S3, once."""
+    lines = recorded_trades()
+    first, second = lines[: len(lines) // 2], lines[len(lines) // 2 :]
+    await produce(kafka_bootstrap, names["topic"], first, partitions=1)
+    settings = sink_settings(
+        kafka_bootstrap, s3_endpoint, s3_bucket, names["topic"], names["group"], names["prefix"]
+    )
+    async with running(settings, SinkMetrics()):
+        await wait_for_lines(s3_client_kwargs, s3_bucket, names["prefix"], len(first))
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([names["topic"]])
+        deadline = time.monotonic() + 60
+        # polling the broker's topic list; there is no event to wait on
+        while names["topic"] in await admin.list_topics() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    for _attempt in range(50):  # the deletion completes on the broker in the background
+        try:
+            await produce(kafka_bootstrap, names["topic"], second, partitions=1)
+            break
+        except AssertionError:
+            await asyncio.sleep(0.5)
+    else:
+        raise AssertionError("the topic could not be created again")
+    with capture_logs() as logs:
+        async with running(settings, SinkMetrics()):
+            objs = await wait_for_lines(s3_client_kwargs, s3_bucket, names["prefix"], len(lines))
+            await asyncio.sleep(1)  # anything still to come would be a duplicate
+            objs = await objects_under(s3_client_kwargs, s3_bucket, names["prefix"])
+    assert sorted(lines_in(objs)) == sorted(lines)
+    went_back = [e for e in logs if e["event"] == "spool_offsets_went_back"]
+    assert [(e["log_level"], e["offset"], e["spool_next_offset"]) for e in went_back] == [
+        ("error", 0, len(first))
+    ]
+    assert [e["event"] for e in logs if e["event"] == "spool_partition_started_over"] == [
+        "spool_partition_started_over"
+    ]

@@ -1,8 +1,9 @@
 """``tradepipe sink [--config FILE]``: Kafka -> per-minute gzip NDJSON objects in S3.
 
-Exit status: 0 after a clean stop (SIGTERM/SIGINT, everything held written and committed), 1 on
-a fatal error (systemd restarts it) or a stop that left records held unwritten (logged with
-their partitions and offsets), 2 on invalid configuration.
+Exit status: 0 after a clean stop (SIGTERM/SIGINT) that left nothing behind in memory: every
+record read is written or in the spool on disk (``spool_kept`` logs those, the next start puts
+them); 1 on a fatal error (systemd restarts it; an unusable spool file included), 2 on invalid
+configuration.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from tradepipe.commands.signals import stop_on_signals
     from tradepipe.observability import Notifier, configure_logging, watchdog_interval
     from tradepipe.sink import Options, serve
+    from tradepipe.sink.spool import SpoolError
 
     configure_logging(settings.log.level)
     options = Options(
@@ -52,6 +54,6 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(main())
-    except (OSError, KafkaError) as exc:  # e.g. the metrics port is taken, Kafka unreachable
+    except (OSError, KafkaError, SpoolError) as exc:  # the metrics port taken, Kafka unreachable
         structlog.get_logger("tradepipe.sink").error("sink_failed", error=repr(exc))
         return 1

@@ -4,8 +4,10 @@ It plugs into the two real components unchanged: the producer publishes to it th
 :class:`~tradepipe.producer.output.TradeOutput` protocol (``start``/``publish``/``stop``), and the
 sink (:func:`tradepipe.sink.serve`, the same loop as with Kafka) reads it through
 :class:`LocalSource`: a :class:`LocalConsumer` (the :class:`tradepipe.sink.Consumer` protocol,
-checked by mypy), no group, the one partition assigned from the start (no checkpoint: nothing is
-kept across runs), reading until the broker is closed and read to the end (rule 4).
+checked by mypy), no group, the one partition assigned from the start, reading until the broker
+is closed and read to the end (rule 4). The broker keeps nothing across runs; the sink's spool
+does: records an earlier run spooled and did not write are written by the next, whose offsets
+are numbered after them (:meth:`LocalBroker.rebase`).
 
 Rules:
 1. **An append-only log with offsets.** Every published message gets the next offset, starting
@@ -123,6 +125,19 @@ class LocalBroker:
             self.committed = (offset, metadata)
             self._changed.notify_all()
 
+    def rebase(self, offset: int) -> None:
+        """Number the log from ``offset`` (the sink's spool holds offsets of an earlier run
+        up to it): before anything is consumed or committed; messages held are renumbered."""
+        if self.committed is not None:
+            raise ValueError("rebase after a commit")
+        shift = offset - self.start_offset
+        self._log = deque(
+            Message(m.topic, m.partition, m.offset + shift, m.key, m.value, m.timestamp)
+            for m in self._log
+        )
+        self.start_offset += shift
+        self.end_offset += shift
+
     async def close(self) -> None:
         async with self._changed:
             self.closed = True
@@ -136,8 +151,12 @@ class LocalConsumer:
     def __init__(self, broker: LocalBroker, max_records: int = 10_000) -> None:
         self.broker, self.max_records = broker, max_records
         self._position = broker.start_offset
+        self._paused = False
 
     async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Message]]:
+        if self._paused:
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
         messages = await self.broker.fetch(self._position, self.max_records, timeout_ms / 1000)
         if not messages:
             return {}
@@ -169,6 +188,21 @@ class LocalConsumer:
             self._check(partition)
             await self.broker.commit(meta.offset, meta.metadata)
 
+    def pause(self, *partitions: TopicPartition) -> None:
+        """Fetch nothing until :meth:`resume` (the sink's spool is full)."""
+        for partition in partitions:
+            self._check(partition)
+            self._paused = True
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        for partition in partitions:
+            self._check(partition)
+            self._paused = False
+
+    def rebased(self) -> None:
+        """The broker was renumbered (:meth:`LocalBroker.rebase`) before anything was read."""
+        self._position = self.broker.start_offset
+
     def _check(self, partition: TopicPartition) -> None:
         if partition != self.broker.tp:
             raise ValueError(f"{partition} is not the local broker's partition {self.broker.tp}")
@@ -199,7 +233,13 @@ class LocalSource:
         return self._consumer
 
     async def start(self, sink: Sink) -> None:
-        sink.new_batcher(self.broker.tp, None)
+        tp = self.broker.tp
+        state = await sink.spool.state(tp.topic, tp.partition)
+        if state is not None and state.next_offset > self.broker.start_offset:
+            # an earlier run's records wait in the spool: number this run's after them
+            self.broker.rebase(state.next_offset)
+            self._consumer.rebased()
+        await sink.partition_assigned(tp, None, None)
 
     async def stop(self) -> None:
         return None  # no group to leave, no connection to close
@@ -208,8 +248,11 @@ class LocalSource:
         return not self._consumer.drained
 
     def leftovers(self) -> list[dict[str, object]]:
-        """Messages never read (the shutdown's time ran out): lost with the process."""
-        position, end = self._consumer.next_offset, self.broker.end_offset
+        """Messages not in the sink's spool (never read, or read and not yet spooled, when
+        the shutdown's time ran out): lost with the process. The sink commits each fetch
+        once it is spooled, and a commit trims the broker's log (rule 3), so these are the
+        messages the broker still holds."""
+        position, end = self.broker.start_offset, self.broker.end_offset
         if position >= end:
             return []
         tp = self.broker.tp

@@ -2,8 +2,9 @@
 
 - :mod:`.batcher`: records of a partition -> per-(symbol, minute) objects, and when to write
   and commit them (pure; local mode reuses it);
-- :mod:`.checkpoint`: the state committed with each offset, so a restart rebuilds the same
-  objects;
+- :mod:`.checkpoint`: the batcher's state saved after each put, so a restart rebuilds the
+  same objects;
+- :mod:`.spool`: the durable spool (SQLite, WAL) between the Kafka reader and the writer;
 - :mod:`.objects`: the S3 and local-folder object writers;
 - :mod:`.consumer`: the ``Consumer`` protocol (the calls the sink makes of aiokafka's consumer
   and of local mode's in-process broker) and the ``Source`` that joins it;

@@ -59,6 +59,10 @@ class Consumer(Protocol):
 
     async def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None: ...
 
+    def pause(self, *partitions: TopicPartition) -> None: ...
+
+    def resume(self, *partitions: TopicPartition) -> None: ...
+
 
 class Source(Protocol):
     """Where a sink's records come from (module docstring)."""
@@ -67,8 +71,9 @@ class Source(Protocol):
     def consumer(self) -> Consumer: ...
 
     async def start(self, sink: Sink) -> None:
-        """Join and start reading; partitions assigned get a batcher (``sink.new_batcher``),
-        partitions revoked lose theirs."""
+        """Join and start reading; each partition assigned is announced
+        (``sink.partition_assigned``, with the checkpoint committed with its offset if any),
+        each revoked too (``sink.partition_revoked``)."""
 
     async def stop(self) -> None:
         """Leave (the group) and close the connections."""

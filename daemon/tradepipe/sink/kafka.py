@@ -1,11 +1,12 @@
 """The sink's records from Kafka: an ``AIOKafkaConsumer`` in the group ``kafka.group_id``.
 
-Offsets are committed by the sink only (no auto-commit), with the batcher's checkpoint as the
-offset's metadata; a partition assigned gets a batcher resumed from that checkpoint (read with
-the admin client, which returns the metadata). Records are read ``read_committed`` from the
-earliest offset when the group has none. An offset found deleted (retention passed it) is never
-reset silently: :mod:`.resets` counts it, logs it and makes ``/healthz`` say so. Reading ends
-when the stop flag is set.
+Offsets are committed by the sink only (no auto-commit), once the records are in its spool
+(metadata ``spool``); a partition assigned is told to the sink with the checkpoint a sink
+without a spool committed as the offset's metadata, if any (read with the admin client, which
+returns the metadata), so an upgrade resumes the same objects. Records are read
+``read_committed`` from the earliest offset when the group has none. An offset found deleted
+(retention passed it) is never reset silently: :mod:`.resets` counts it, logs it and makes
+``/healthz`` say so. Reading ends when the stop flag is set.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from tradepipe.sink.resets import OffsetReset, ResettingConsumer
 
 if TYPE_CHECKING:
     from tradepipe.sink.service import Sink
+
+SPOOL_METADATA = "spool"  # what the sink commits with each offset (its checkpoint is spooled)
 
 log = structlog.get_logger("tradepipe.sink")
 
@@ -80,14 +83,16 @@ class KafkaSource:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """New partitions get a batcher resumed from the checkpoint committed with their offset."""
+    """Partitions assigned and revoked, told to the sink; with an assigned one, the checkpoint a
+    sink without a spool committed with its offset (``v1|...``; the spool's own commits carry
+    ``spool``), which the sink adopts for a partition its spool does not know."""
 
     def __init__(self, sink: Sink, admin: AIOKafkaAdminClient, group_id: str) -> None:
         self.sink, self.admin, self.group_id = sink, admin, group_id
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        for tp in revoked:  # uncommitted records are re-read by the next owner, same objects
-            self.sink.batchers.pop(tp, None)
+        for tp in revoked:  # what is spooled stays here; the next owner reads past the commit
+            self.sink.partition_revoked(tp)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         committed = await self.admin.list_consumer_group_offsets(
@@ -96,9 +101,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in assigned:
             resume = None
             meta = committed.get(tp)
-            if meta is not None and meta.offset >= 0 and meta.metadata:
+            offset = meta.offset if meta is not None and meta.offset >= 0 else None
+            text = meta.metadata if offset is not None else ""
+            if text and text != SPOOL_METADATA:
                 try:
-                    resume = Checkpoint.from_metadata(meta.offset, meta.metadata)
+                    resume = Checkpoint.from_metadata(meta.offset, text)
                 except CheckpointError as exc:
                     log.warning("checkpoint_ignored", partition=tp.partition, error=str(exc))
-            self.sink.new_batcher(tp, resume)
+            await self.sink.partition_assigned(tp, offset, resume)

@@ -60,10 +60,35 @@ class SinkMetrics:
             registry=r,
         )
         self.commits = Counter(
-            "tradepipe_sink_commits_total", "Offset commits (with checkpoint)", registry=r
+            "tradepipe_sink_commits_total", "Kafka offset commits (after spooling)", registry=r
         )
         self.held = Gauge(
             "tradepipe_sink_held_records", "Records held in objects not yet written", registry=r
+        )
+        self.spool_bytes = Gauge(
+            "tradepipe_sink_spool_bytes",
+            "Bytes the spool's database uses (its bound: sink.spool_max_bytes)",
+            registry=r,
+        )
+        self.spool_records = Gauge(
+            "tradepipe_sink_spool_records",
+            "Records in the spool (read from Kafka, committed there, not yet trimmed)",
+            registry=r,
+        )
+        self.spool_oldest = Gauge(
+            "tradepipe_sink_spool_oldest_record_age_seconds",
+            "How long the oldest record still in the spool has been there (0: empty)",
+            registry=r,
+        )
+        self.spool_paused = Gauge(
+            "tradepipe_sink_spool_paused",
+            "1 while reading is paused because the spool reached sink.spool_max_bytes",
+            registry=r,
+        )
+        self.spool_pauses = Counter(
+            "tradepipe_sink_spool_pauses_total",
+            "Times reading paused at the spool's bound",
+            registry=r,
         )
         self.lag = Gauge(
             "tradepipe_sink_minute_flush_delay_seconds",

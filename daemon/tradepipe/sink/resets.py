@@ -1,7 +1,8 @@
 """Offset resets made visible: the sink's Kafka consumer never resets an offset silently.
 
-The topic keeps records for minutes (``retention.ms``). A sink that is down (or stuck on S3)
-for longer finds its committed offset -- or the position it had read to -- already deleted:
+The topic keeps records for minutes (``retention.ms``). A sink that is down (or paused at its
+spool's bound) for longer finds its committed offset -- or the position it had read to --
+already deleted:
 the broker answers the fetch with ``OFFSET_OUT_OF_RANGE``. aiokafka would then reset the
 position per ``auto_offset_reset`` without telling anyone (``"earliest"``: to the log start,
 skipping every deleted record). So the sink's consumer runs with ``auto_offset_reset="none"``,
@@ -19,9 +20,10 @@ out what other partitions had fetched): :class:`ResettingConsumer` catches it an
   fetch offset again; no alarm.
 
 A reset is counted (``tradepipe_sink_offset_resets_total{partition}``, and the offsets it
-skipped in ``tradepipe_sink_records_skipped_total{partition}``: the records deleted unread --
-an upper bound at a start from a checkpoint with open objects, whose replay window holds
-records already written that are counted too), logged at error level
+skipped in ``tradepipe_sink_records_skipped_total{partition}``: the records deleted unread,
+exact since the sink commits right after spooling -- an upper bound only at the first start
+after an upgrade from a sink without a spool, whose checkpoint's replay window holds records
+already written), logged at error level
 (``offset_reset``: topic, partition, committed offset, fetch offset, new offset, skipped), and
 latched on the sink (:meth:`~.service.Sink.offset_reset`) so ``/healthz`` answers 503 with the
 reason until the process is restarted -- the restart is the acknowledgement.
@@ -169,3 +171,9 @@ class ResettingConsumer:
 
     async def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
         await self._c.commit(offsets)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self._c.pause(*partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self._c.resume(*partitions)
