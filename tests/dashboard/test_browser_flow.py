@@ -136,6 +136,15 @@ async def test_analysis_page_in_chromium(chromium: str, tmp_path: Path) -> None:
             "!!document.getElementById('checks-strip')"
             " && !!document.getElementById('checks-proven')"
         )
+        # every marker is drawn at 40 minutes (a panel draws a sample above 480 points)
+        drawn = await page.evaluate(
+            "document.querySelectorAll('#chart-analysis .scatterlayer .point').length"
+        )
+        assert drawn == sum(want["n"] for want in panels.values())
+        # the charts below the window are drawn once scrolled to (for the picture)
+        await page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        await page.wait_for("window.tradepipe.waiting().length === 0")
+        await page.evaluate("window.scrollTo(0, 0)")
         shot = await page.screenshot(ARTIFACTS / "dashboard-orderflow.png")
         assert shot.stat().st_size > 20_000
         assert page.errors == []

@@ -16,8 +16,13 @@ const CHARTS = [
 ];
 
 const $ = (id) => document.getElementById(id);
-const state = { timer: null, generation: 0, last: null, series: null, analysis: null, renderMs: null, fetchMs: null };
+const state = {
+  timer: null, generation: 0, last: null, series: null, analysis: null, renderMs: null, fetchMs: null,
+  drawn: [], deferred: [], // the last refresh's charts: drawn at once (in view), or when scrolled in
+  lateDrawnAt: null, // performance.now() after the last drawing of a chart scrolled into view
+};
 window.tradepipe = state; // for tests and the curious: state.last is the last API answer
+
 
 function setStatus(text, isError) {
   const el = $("status");
@@ -153,9 +158,13 @@ function renderFlow(payload, series, compares) {
     yaxis4: axis([0, 0.19], "CVD (quote)"),
     uirevision: `${payload.symbol}|${$("range").value}`,
   };
-  return Plotly.react("chart-flow", data, layout, CONFIG);
+  return drawWhenSeen("chart-flow", () => Plotly.react("chart-flow", data, layout, CONFIG));
 }
 
+// A panel draws at most this many of its points (Plotly's marker.maxdisplayed: every k-th point
+// of those in view, k = ceil(n / MAX_DRAWN_POINTS); zooming in draws them all). The trace holds
+// every point (hover, zoom) and the line, r and its interval are computed over all of them.
+const MAX_DRAWN_POINTS = 480;
 const PREDICTOR_NAMES = { imbalance: "imbalance", delta_quote: "delta (quote)", spread: "avg_b − avg_s" };
 const fmt = (v, digits = 4) => (v === null ? "—" : Number(v).toPrecision(digits));
 
@@ -172,7 +181,7 @@ function renderAnalysis(analysis) {
     const key = `${p.predictor}:${p.horizon}`;
     data.push({
       type: "scatter", mode: "markers", x: p.points.x, y: p.points.y, meta: `points:${key}`,
-      marker: { size: 4, color: "rgba(37, 99, 235, 0.6)" }, ...axes,
+      marker: { size: 4, color: "rgba(37, 99, 235, 0.6)", maxdisplayed: MAX_DRAWN_POINTS }, ...axes,
       hovertemplate: `${PREDICTOR_NAMES[p.predictor]} %{x}<br>return +${p.horizon} min %{y}<extra></extra>`,
     });
     if (p.line) {
@@ -193,7 +202,40 @@ function renderAnalysis(analysis) {
     return tr;
   });
   document.querySelector("#analysis-table tbody").replaceChildren(...rows);
-  return Plotly.react("chart-analysis", data, layout, CONFIG);
+  return drawWhenSeen("chart-analysis", () => Plotly.react("chart-analysis", data, layout, CONFIG));
+}
+
+// Charts are drawn when they are in view: a refresh draws the charts the window shows now and
+// keeps, for each chart outside it, a drawing of the newest data that runs when it scrolls in.
+const deferred = new Map(); // chart id -> () => drawing of the newest answer
+state.waiting = () => Array.from(deferred.keys()); // charts whose newest drawing waits to be seen
+const observer = new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    const draw = entry.isIntersecting && deferred.get(entry.target.id);
+    if (draw) {
+      deferred.delete(entry.target.id);
+      draw();
+      state.lateDrawnAt = performance.now();
+    }
+  }
+});
+
+function inView(el) {
+  const r = el.getBoundingClientRect();
+  return r.bottom > 0 && r.top < window.innerHeight && r.right > 0 && r.left < window.innerWidth;
+}
+
+function drawWhenSeen(id, draw) {
+  const el = $(id);
+  observer.observe(el); // observing twice is a no-op
+  if (inView(el)) {
+    deferred.delete(id);
+    state.drawn.push(id);
+    return draw();
+  }
+  deferred.set(id, draw);
+  state.deferred.push(id);
+  return null;
 }
 
 function setDownloads() {
@@ -235,7 +277,7 @@ function render(payload) {
       yaxis: { automargin: true, exponentformat: "none", separatethousands: true },
       uirevision: revision,
     };
-    Plotly.react(chart.id, data, layout, { displayModeBar: false, responsive: true });
+    drawWhenSeen(chart.id, () => Plotly.react(chart.id, data, layout, CONFIG));
   }
 }
 
@@ -272,6 +314,8 @@ async function refresh() {
       }));
       if (generation !== state.generation) return; // a newer refresh started meanwhile
       state.fetchMs = performance.now() - started;
+      state.drawn = [];
+      state.deferred = [];
       render(payload);
       await Promise.all([renderFlow(payload, series, compares), renderAnalysis(analysis)]);
       state.last = payload;
