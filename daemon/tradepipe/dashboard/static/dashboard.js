@@ -121,6 +121,11 @@ function renderFlow(payload, series, compares) {
     meta, name, yaxis: "y4", line: { color, width: 1.5, dash },
     hovertemplate: `${name}: %{customdata}<extra></extra>`,
   });
+  const volumeArea = (meta, name, xs, values, color) => ({ // stacked as the relative bars are
+    type: "scatter", mode: "lines", x: xs, y: values.map(num), customdata: values.map(exact),
+    meta, name, yaxis: "y2", stackgroup: "volume", line: { shape: "hvh", width: 0.5, color },
+    fillcolor: color, hovertemplate: `${name}: %{customdata}<extra></extra>`,
+  });
   const data = [
     {
       type: "candlestick", x, meta: "ohlc", name: payload.symbol, yaxis: "y",
@@ -129,8 +134,9 @@ function renderFlow(payload, series, compares) {
       hovertext: x.map((_, i) => `O ${c.open[i]} H ${c.high[i]} L ${c.low[i]} C ${c.close[i]}`),
       hoverinfo: "x+text",
     },
-    bar("total_usd_b", "buy volume", x, c.total_usd_b, "y2", BUY),
-    bar("total_usd_s", "sell volume", x, c.total_usd_s, "y2", SELL),
+    ...(x.length > STEP_AREA_ABOVE
+      ? [volumeArea("total_usd_b", "buy volume", x, c.total_usd_b, BUY), volumeArea("total_usd_s", "sell volume", x, c.total_usd_s, SELL)]
+      : [bar("total_usd_b", "buy volume", x, c.total_usd_b, "y2", BUY), bar("total_usd_s", "sell volume", x, c.total_usd_s, "y2", SELL)]),
     {
       ...bar("delta_quote", "delta (buy − sell)", s.timestamp, s.delta_quote, "y3", BUY),
       marker: { color: s.delta_quote.map((v) => (v !== null && v.startsWith("-") ? SELL : BUY)) },
@@ -246,6 +252,12 @@ function setDownloads() {
   }
 }
 
+// Above this many minutes a bar would be narrower than ~2 px on a half-width chart: bars are
+// drawn as a step area instead (line.shape "hvh": each minute's value from midpoint to
+// midpoint, as its bar would be), the same heights from one SVG path per series, not one per bar.
+const STEP_AREA_ABOVE = 150;
+const fill = (color) => `${color}99`; // 60 % opaque: buy and sell show where they overlap
+
 function trace(chart, [column, name, color], x, columns) {
   const exact = columns[column];
   const t = {
@@ -256,6 +268,9 @@ function trace(chart, [column, name, color], x, columns) {
     name,
     hovertemplate: `${name}: %{customdata}<extra></extra>`,
   };
+  if (chart.kind === "bar" && x.length > STEP_AREA_ABOVE) {
+    return { ...t, type: "scatter", mode: "lines", line: { shape: "hvh", width: 0.5, color }, fill: "tozeroy", fillcolor: fill(color) };
+  }
   if (chart.kind === "bar") return { ...t, type: "bar", marker: { color } };
   const dash = column === "avg_s" ? "dot" : "solid"; // the two averages often overlap
   return { ...t, type: "scatter", mode: "lines+markers", marker: { size: 4, color }, line: { color, width: 1.5, dash } };
