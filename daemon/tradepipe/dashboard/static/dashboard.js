@@ -3,6 +3,9 @@
 // them and keep the exact text in each point's customdata, which the hover label shows.
 // chart-flow: candles, quote volume, delta and CVD on one shared (linked) time axis;
 // chart-analysis: the next-minute returns against the flow, fitted server-side (scipy).
+// Speed (docs/orderflow.md, "How the page draws a long range"): charts in view are drawn at
+// once, the others when scrolled into view; long ranges draw bars as step areas and each
+// scatter panel a sample of its points (every value stays in the traces).
 "use strict";
 
 const BUY = "#16a34a";
@@ -22,7 +25,6 @@ const state = {
   lateDrawnAt: null, // performance.now() after the last drawing of a chart scrolled into view
 };
 window.tradepipe = state; // for tests and the curious: state.last is the last API answer
-
 
 function setStatus(text, isError) {
   const el = $("status");
