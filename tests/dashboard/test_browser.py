@@ -27,6 +27,7 @@ from tradepipe.core import Row
 from tradepipe.dashboard import DashboardServer, open_reader
 
 ARTIFACTS = ROOT / "artifacts"
+TALL = 3000  # px: a window that shows the whole page (the page draws the charts in view)
 CHARTS = {
     "chart-counts": ("total_count_b", "total_count_s"),
     "chart-base": ("total_btc_b", "total_btc_s"),
@@ -89,7 +90,7 @@ async def test_dashboard_in_chromium(chromium: str, tmp_path: Path) -> None:
         DashboardServer(open_reader(db), "127.0.0.1:0") as server,
         Chromium.launch(tmp_path / "profile") as browser,
     ):
-        page = await browser.new_page()
+        page = await browser.new_page(height=TALL)  # every chart in the window: all drawn
         await page.goto(f"{server.url}?symbol=BTCUSDT&range=60&refresh=2")
         await page.wait_for("document.getElementById('chart-spread').data?.length === 1")
 
@@ -145,4 +146,46 @@ async def test_dashboard_in_chromium(chromium: str, tmp_path: Path) -> None:
         await page.wait_for("document.getElementById('chart-spread').data?.length === 1")
         shot = await page.screenshot(ARTIFACTS / "dashboard.png")
         assert shot.stat().st_size > 20_000
+        assert page.errors == []
+
+
+async def test_charts_below_the_window_are_drawn_when_scrolled_into_view(
+    chromium: str, tmp_path: Path
+) -> None:
+    """A refresh draws the charts in the window at once; a chart below it is drawn when it
+    scrolls into view, with the newest answer (also one that came while it waited)."""
+    db = f"sqlite:///{tmp_path}/minutes.db"
+    btc = synthetic_trades(90)
+    load(db, btc)
+    async with (
+        DashboardServer(open_reader(db), "127.0.0.1:0") as server,
+        Chromium.launch(tmp_path / "profile") as browser,
+    ):
+        page = await browser.new_page(height=1000)
+        await page.goto(f"{server.url}?symbol=BTCUSDT&range=60&refresh=2")
+        await page.wait_for("window.tradepipe.renderMs !== null")
+        drawn, deferred = await page.evaluate("[window.tradepipe.drawn, window.tradepipe.deferred]")
+        # 1000 px show the order-flow chart and the analysis panel, the seed's charts are below
+        assert drawn == ["chart-flow", "chart-analysis"]
+        assert deferred == list(CHARTS)
+        for chart in deferred:  # nothing drawn yet outside the window
+            assert await page.evaluate(f"document.getElementById('{chart}').data") is None
+        # a newer minute arrives while they wait; then the user scrolls down
+        later = synthetic_trades(
+            2, start_ms=1_732_406_400_000 + 90 * 60_000, agg_start=btc[-1].agg_id + 1
+        )
+        load(db, later)
+        newest = expected_rows(btc + later)[-1].timestamp
+        await page.wait_for(
+            f"document.getElementById('chart-flow').data[0].x.at(-1) === '{newest}'", seconds=10
+        )
+        assert await page.evaluate("window.tradepipe.waiting()") == list(CHARTS)
+        await page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        await page.wait_for(
+            " && ".join(
+                f"document.getElementById('{chart}').data?.[0].x.at(-1) === '{newest}'"
+                for chart in CHARTS
+            )
+        )
+        assert await plotted(page) == expected_traces(expected_rows(btc + later)[-60:])
         assert page.errors == []

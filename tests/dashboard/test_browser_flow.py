@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from tests.dashboard.chromium import Chromium
 from tests.dashboard.helpers import THREE_SYMBOLS, expected_rows, load, synthetic_trades, trades_of
-from tests.dashboard.test_browser import ARTIFACTS, chromium
+from tests.dashboard.test_browser import ARTIFACTS, TALL, chromium, expected_traces, plotted
 from tests.dashboard.test_flow_api import direct_panels
 
 from tradepipe.core import Row
@@ -136,6 +136,49 @@ async def test_analysis_page_in_chromium(chromium: str, tmp_path: Path) -> None:
             "!!document.getElementById('checks-strip')"
             " && !!document.getElementById('checks-proven')"
         )
+        # every marker is drawn at 40 minutes (a panel draws a sample above 480 points)
+        drawn = await page.evaluate(
+            "document.querySelectorAll('#chart-analysis .scatterlayer .point').length"
+        )
+        assert drawn == sum(want["n"] for want in panels.values())
+        # the charts below the window are drawn once scrolled to (for the picture)
+        await page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        await page.wait_for("window.tradepipe.waiting().length === 0")
+        await page.evaluate("window.scrollTo(0, 0)")
         shot = await page.screenshot(ARTIFACTS / "dashboard-orderflow.png")
         assert shot.stat().st_size > 20_000
+        assert page.errors == []
+
+
+async def test_a_long_range_draws_bars_as_step_areas_of_the_same_values(
+    chromium: str, tmp_path: Path
+) -> None:
+    """Above 150 minutes the bar charts (the seed's and the flow chart's volume) are drawn as
+    step areas, one SVG path per series: still every minute's exact value, read back."""
+    db = f"sqlite:///{tmp_path}/minutes.db"
+    btc = synthetic_trades(200, start_ms=MIDNIGHT - 100 * 60_000)
+    load(db, btc)
+    rows = expected_rows(btc)
+    async with (
+        DashboardServer(open_reader(db), "127.0.0.1:0") as server,
+        Chromium.launch(tmp_path / "profile") as browser,
+    ):
+        page = await browser.new_page(height=TALL)
+        await page.goto(f"{server.url}?symbol=BTCUSDT&range=360&refresh=0")
+        await page.wait_for("window.tradepipe.renderMs !== null && window.tradepipe.last?.count")
+        assert await page.evaluate("window.tradepipe.deferred") == []
+        flow = by_meta((await page.evaluate(READ))["chart-flow"])
+        check_flow(flow, rows)
+        assert [flow[f"total_usd_{side}"]["type"] for side in "bs"] == ["scatter", "scatter"]
+        assert await plotted(page) == expected_traces(rows)
+        types = await page.evaluate(
+            "['chart-counts', 'chart-base', 'chart-quote', 'chart-spread'].flatMap((id) =>"
+            " document.getElementById(id).data.map((t) => [t.type, t.fill, t.line.shape]))"
+        )
+        assert types == [["scatter", "tozeroy", "hvh"]] * 7
+        # one path per series, not one per bar: the seed's charts draw no bar at all
+        assert (
+            await page.evaluate("document.querySelectorAll('main .chart .bars .point').length")
+            == 200
+        )
         assert page.errors == []

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 
 import pymysql
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tests.conftest import mysql_params
 from tests.dashboard.helpers import expected_rows, synthetic_trades
 from tests.store.helpers import migrated
 
-from tradepipe.store import MinuteReads, QueryError, Store, connect, parse_db_url
+from tradepipe.core.rows import decimal_text
+from tradepipe.store import MinuteReads, QueryError, Store, connect, parse_db_url, reads
 
 
 def upsert(url: str, minutes: int, start_ms: int) -> None:
@@ -86,3 +90,55 @@ def test_an_unreachable_mysql_is_a_query_error_without_the_password() -> None:
     with pytest.raises(QueryError, match=r"cannot connect to MySQL .*:\*\*\*@.*Can't connect") as e:
         reads.symbols()
     assert "pa55-w0rd" not in str(e.value)
+
+
+CANONICAL_CASES = [
+    "0.00000000",
+    "-0.00000000",
+    "1.50000000",
+    "00.50000000",
+    "1.5",
+    "1.500000000",
+    "+1.50000000",
+    "1E+2",
+    "0E-8",
+    "-12.34567890",
+    " 1.50000000",
+    "1.50000000 ",
+    "1,50000000",
+    "1.5000000a",
+    "0.0000000000000001",
+    "123456789.1234567890123456",
+    "-0.0000000000000000",
+    "7",
+    "-7.0",
+    "1" * 101 + ".00000000",
+    "1" * 100 + ".00000000",
+]
+
+
+@pytest.mark.parametrize("column", ["total_btc_b", "total_usd_s", "avg_b", "open"])
+@given(
+    st.one_of(
+        st.sampled_from(CANONICAL_CASES),
+        st.decimals(allow_nan=False, allow_infinity=False, places=8).map(str),
+        st.decimals(allow_nan=False, allow_infinity=False, places=16).map(str),
+        st.from_regex(r"-?[0-9]{1,3}\.[0-9]{6,18}", fullmatch=True),
+    )
+)
+def test_the_canonical_text_fast_path_prints_what_decimal_text_prints(
+    column: str, text: str
+) -> None:
+    """Rule 2's fast path (text already in contract form is returned as is) answers exactly
+    what the slow path (Decimal, then decimal_text at the column's scale) answers, or the same
+    QueryError, for text of any shape and for MySQL's Decimal objects."""
+    try:
+        want: object = decimal_text(Decimal(text), column)
+    except ArithmeticError:
+        want = QueryError
+    for value in (text, Decimal(text)) if want is not QueryError else (text,):
+        try:
+            got: object = reads._exact(value, column)
+        except QueryError:
+            got = QueryError
+        assert got == want, (value, column)

@@ -27,6 +27,7 @@ Rules:
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -38,6 +39,7 @@ import pymysql
 from tradepipe.core.rows import (
     DECIMAL_COLUMNS,
     INT_COLUMNS,
+    QUOTE_COLUMNS,
     ROW_COLUMNS,
     decimal_text,
     timestamp_text,
@@ -60,12 +62,29 @@ class QueryError(Exception):
     """The database could not answer (missing, unreachable, no table yet, bad contents)."""
 
 
+def _canonical(places: int) -> re.Pattern[str]:
+    """Text that :func:`decimal_text` would print unchanged at ``places`` decimals: an optional
+    minus, an integer part without leading zeros (few enough digits for its context), exactly
+    ``places`` decimals."""
+    return re.compile(rf"-?(?:0|[1-9][0-9]{{0,99}})\.[0-9]{{{places}}}")
+
+
+# The fast path of rule 2 (the page's 24 hours are ~60,000 decimals): text already in contract
+# form (what the writers store, and MySQL's DECIMAL at the column's scale) is returned as is;
+# anything else goes through Decimal and decimal_text, whose result the pattern guarantees equal.
+_CANONICAL = {places: _canonical(places).fullmatch for places in (8, 16)}
+_PLACES = {column: 16 if column in QUOTE_COLUMNS else 8 for column in DECIMAL_COLUMNS}
+
+
 def _exact(value: object, column: str) -> Value:
     if value is None:
         return None
     if isinstance(value, float):
         raise QueryError(f"column {column} holds a float ({value!r}): refusing to round it")
     if column in DECIMAL_COLUMNS:
+        text = value if isinstance(value, str) else str(value)
+        if _CANONICAL[_PLACES[column]](text):
+            return text
         try:
             return decimal_text(Decimal(str(value)), column)
         except ArithmeticError:

@@ -3,6 +3,9 @@
 // them and keep the exact text in each point's customdata, which the hover label shows.
 // chart-flow: candles, quote volume, delta and CVD on one shared (linked) time axis;
 // chart-analysis: the next-minute returns against the flow, fitted server-side (scipy).
+// Speed (docs/orderflow.md, "How the page draws a long range"): charts in view are drawn at
+// once, the others when scrolled into view; long ranges draw bars as step areas and each
+// scatter panel a sample of its points (every value stays in the traces).
 "use strict";
 
 const BUY = "#16a34a";
@@ -16,7 +19,11 @@ const CHARTS = [
 ];
 
 const $ = (id) => document.getElementById(id);
-const state = { timer: null, generation: 0, last: null, series: null, analysis: null, renderMs: null, fetchMs: null };
+const state = {
+  timer: null, generation: 0, last: null, series: null, analysis: null, renderMs: null, fetchMs: null,
+  drawn: [], deferred: [], // the last refresh's charts: drawn at once (in view), or when scrolled in
+  lateDrawnAt: null, // performance.now() after the last drawing of a chart scrolled into view
+};
 window.tradepipe = state; // for tests and the curious: state.last is the last API answer
 
 function setStatus(text, isError) {
@@ -116,6 +123,11 @@ function renderFlow(payload, series, compares) {
     meta, name, yaxis: "y4", line: { color, width: 1.5, dash },
     hovertemplate: `${name}: %{customdata}<extra></extra>`,
   });
+  const volumeArea = (meta, name, xs, values, color) => ({ // stacked as the relative bars are
+    type: "scatter", mode: "lines", x: xs, y: values.map(num), customdata: values.map(exact),
+    meta, name, yaxis: "y2", stackgroup: "volume", line: { shape: "hvh", width: 0.5, color },
+    fillcolor: color, hovertemplate: `${name}: %{customdata}<extra></extra>`,
+  });
   const data = [
     {
       type: "candlestick", x, meta: "ohlc", name: payload.symbol, yaxis: "y",
@@ -124,8 +136,9 @@ function renderFlow(payload, series, compares) {
       hovertext: x.map((_, i) => `O ${c.open[i]} H ${c.high[i]} L ${c.low[i]} C ${c.close[i]}`),
       hoverinfo: "x+text",
     },
-    bar("total_usd_b", "buy volume", x, c.total_usd_b, "y2", BUY),
-    bar("total_usd_s", "sell volume", x, c.total_usd_s, "y2", SELL),
+    ...(x.length > STEP_AREA_ABOVE
+      ? [volumeArea("total_usd_b", "buy volume", x, c.total_usd_b, BUY), volumeArea("total_usd_s", "sell volume", x, c.total_usd_s, SELL)]
+      : [bar("total_usd_b", "buy volume", x, c.total_usd_b, "y2", BUY), bar("total_usd_s", "sell volume", x, c.total_usd_s, "y2", SELL)]),
     {
       ...bar("delta_quote", "delta (buy − sell)", s.timestamp, s.delta_quote, "y3", BUY),
       marker: { color: s.delta_quote.map((v) => (v !== null && v.startsWith("-") ? SELL : BUY)) },
@@ -153,9 +166,13 @@ function renderFlow(payload, series, compares) {
     yaxis4: axis([0, 0.19], "CVD (quote)"),
     uirevision: `${payload.symbol}|${$("range").value}`,
   };
-  return Plotly.react("chart-flow", data, layout, CONFIG);
+  return drawWhenSeen("chart-flow", () => Plotly.react("chart-flow", data, layout, CONFIG));
 }
 
+// A panel draws at most this many of its points (Plotly's marker.maxdisplayed: every k-th point
+// of those in view, k = ceil(n / MAX_DRAWN_POINTS); zooming in draws them all). The trace holds
+// every point (hover, zoom) and the line, r and its interval are computed over all of them.
+const MAX_DRAWN_POINTS = 480;
 const PREDICTOR_NAMES = { imbalance: "imbalance", delta_quote: "delta (quote)", spread: "avg_b − avg_s" };
 const fmt = (v, digits = 4) => (v === null ? "—" : Number(v).toPrecision(digits));
 
@@ -172,7 +189,7 @@ function renderAnalysis(analysis) {
     const key = `${p.predictor}:${p.horizon}`;
     data.push({
       type: "scatter", mode: "markers", x: p.points.x, y: p.points.y, meta: `points:${key}`,
-      marker: { size: 4, color: "rgba(37, 99, 235, 0.6)" }, ...axes,
+      marker: { size: 4, color: "rgba(37, 99, 235, 0.6)", maxdisplayed: MAX_DRAWN_POINTS }, ...axes,
       hovertemplate: `${PREDICTOR_NAMES[p.predictor]} %{x}<br>return +${p.horizon} min %{y}<extra></extra>`,
     });
     if (p.line) {
@@ -193,7 +210,40 @@ function renderAnalysis(analysis) {
     return tr;
   });
   document.querySelector("#analysis-table tbody").replaceChildren(...rows);
-  return Plotly.react("chart-analysis", data, layout, CONFIG);
+  return drawWhenSeen("chart-analysis", () => Plotly.react("chart-analysis", data, layout, CONFIG));
+}
+
+// Charts are drawn when they are in view: a refresh draws the charts the window shows now and
+// keeps, for each chart outside it, a drawing of the newest data that runs when it scrolls in.
+const deferred = new Map(); // chart id -> () => drawing of the newest answer
+state.waiting = () => Array.from(deferred.keys()); // charts whose newest drawing waits to be seen
+const observer = new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    const draw = entry.isIntersecting && deferred.get(entry.target.id);
+    if (draw) {
+      deferred.delete(entry.target.id);
+      draw();
+      state.lateDrawnAt = performance.now();
+    }
+  }
+});
+
+function inView(el) {
+  const r = el.getBoundingClientRect();
+  return r.bottom > 0 && r.top < window.innerHeight && r.right > 0 && r.left < window.innerWidth;
+}
+
+function drawWhenSeen(id, draw) {
+  const el = $(id);
+  observer.observe(el); // observing twice is a no-op
+  if (inView(el)) {
+    deferred.delete(id);
+    state.drawn.push(id);
+    return draw();
+  }
+  deferred.set(id, draw);
+  state.deferred.push(id);
+  return null;
 }
 
 function setDownloads() {
@@ -203,6 +253,12 @@ function setDownloads() {
     $(`download-${format}`).href = `${url.pathname}${url.search}`;
   }
 }
+
+// Above this many minutes a bar would be narrower than ~2 px on a half-width chart: bars are
+// drawn as a step area instead (line.shape "hvh": each minute's value from midpoint to
+// midpoint, as its bar would be), the same heights from one SVG path per series, not one per bar.
+const STEP_AREA_ABOVE = 150;
+const fill = (color) => `${color}99`; // 60 % opaque: buy and sell show where they overlap
 
 function trace(chart, [column, name, color], x, columns) {
   const exact = columns[column];
@@ -214,6 +270,9 @@ function trace(chart, [column, name, color], x, columns) {
     name,
     hovertemplate: `${name}: %{customdata}<extra></extra>`,
   };
+  if (chart.kind === "bar" && x.length > STEP_AREA_ABOVE) {
+    return { ...t, type: "scatter", mode: "lines", line: { shape: "hvh", width: 0.5, color }, fill: "tozeroy", fillcolor: fill(color) };
+  }
   if (chart.kind === "bar") return { ...t, type: "bar", marker: { color } };
   const dash = column === "avg_s" ? "dot" : "solid"; // the two averages often overlap
   return { ...t, type: "scatter", mode: "lines+markers", marker: { size: 4, color }, line: { color, width: 1.5, dash } };
@@ -235,7 +294,7 @@ function render(payload) {
       yaxis: { automargin: true, exponentformat: "none", separatethousands: true },
       uirevision: revision,
     };
-    Plotly.react(chart.id, data, layout, { displayModeBar: false, responsive: true });
+    drawWhenSeen(chart.id, () => Plotly.react(chart.id, data, layout, CONFIG));
   }
 }
 
@@ -272,6 +331,8 @@ async function refresh() {
       }));
       if (generation !== state.generation) return; // a newer refresh started meanwhile
       state.fetchMs = performance.now() - started;
+      state.drawn = [];
+      state.deferred = [];
       render(payload);
       await Promise.all([renderFlow(payload, series, compares), renderAnalysis(analysis)]);
       state.last = payload;
