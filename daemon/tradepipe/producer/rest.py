@@ -1,7 +1,7 @@
-"""``GET /api/v3/aggTrades`` within Binance's limits.
+"""``GET /api/v3/aggTrades`` and ``GET /api/v3/exchangeInfo`` within Binance's limits.
 
-- Pacing: requests are spaced so that their weight (4 each) stays within ``weight_per_minute``,
-  our share of the per-IP budget (6000/min on Binance).
+- Pacing: requests are spaced so that their weight (aggTrades 4, exchangeInfo 20) stays within
+  ``weight_per_minute``, our share of the per-IP budget (6000/min on Binance).
 - ``X-MBX-USED-WEIGHT-1M`` above that share pauses us until the next minute.
 - 429 (too many requests) and 418 (IP banned for ignoring 429s) raise :class:`RateLimited` with
   the server's ``Retry-After``; the caller must wait that long.
@@ -28,6 +28,7 @@ from tradepipe.producer.metrics import ProducerMetrics
 log = structlog.get_logger(__name__)
 
 AGG_TRADES_WEIGHT = 4
+EXCHANGE_INFO_WEIGHT = 20
 MAX_LIMIT = 1000
 
 
@@ -64,6 +65,7 @@ class AggTradesClient:
         geo: GeoBlock | None = None,
     ) -> None:
         self.url = base_url.rstrip("/") + "/api/v3/aggTrades"
+        self.info_url = base_url.rstrip("/") + "/api/v3/exchangeInfo"
         self.geo = geo or GeoBlock()
         self.session, self.metrics = session, metrics
         self.weight_per_minute = weight_per_minute
@@ -74,19 +76,41 @@ class AggTradesClient:
 
     async def fetch(self, symbol: str, from_id: int, limit: int = MAX_LIMIT) -> list[Any]:
         """Up to ``limit`` aggTrades of ``symbol`` from id ``from_id`` (inclusive), in id order."""
+        params = {"symbol": symbol.upper(), "fromId": str(from_id), "limit": str(limit)}
+        data = await self._get(self.url, params, AGG_TRADES_WEIGHT)
+        if not isinstance(data, list):
+            raise RestUnavailable(f"GET {self.url}: answer is not a JSON array")
+        return data
+
+    async def newest(self, symbol: str) -> list[Any]:
+        """The most recent aggTrade of ``symbol`` (``[]`` if it never traded)."""
+        data = await self._get(
+            self.url, {"symbol": symbol.upper(), "limit": "1"}, AGG_TRADES_WEIGHT
+        )
+        if not isinstance(data, list):
+            raise RestUnavailable(f"GET {self.url}: answer is not a JSON array")
+        return data
+
+    async def exchange_info(self) -> dict[str, Any]:
+        """``GET /api/v3/exchangeInfo`` (every symbol; weight 20)."""
+        data = await self._get(self.info_url, {}, EXCHANGE_INFO_WEIGHT)
+        if not isinstance(data, dict) or not isinstance(data.get("symbols"), list):
+            raise RestUnavailable(f"GET {self.info_url}: answer has no symbols list")
+        return data
+
+    async def _get(self, url: str, params: dict[str, str], weight: int) -> Any:
         async with self._lock:  # requests start one at a time, paced; one slow answer
             wait = self._next_at - time.monotonic()  # does not hold up the next request
             if wait > 0:
                 await asyncio.sleep(wait)
-            self._next_at = time.monotonic() + self.interval
-        params = {"symbol": symbol.upper(), "fromId": str(from_id), "limit": str(limit)}
+            self._next_at = time.monotonic() + self.interval * weight / AGG_TRADES_WEIGHT
         try:
-            async with self.session.get(self.url, params=params, timeout=self.timeout) as resp:
+            async with self.session.get(url, params=params, timeout=self.timeout) as resp:
                 body = await resp.read()
                 status, headers = resp.status, resp.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.metrics.rest_requests.labels("error").inc()
-            raise RestUnavailable(f"GET {self.url}: {exc!r}") from exc
+            raise RestUnavailable(f"GET {url}: {exc!r}") from exc
         self.metrics.rest_requests.labels(str(status)).inc()
         self._respect_weight(headers.get("X-MBX-USED-WEIGHT-1M"))
         if status in (418, 429):
@@ -95,20 +119,17 @@ class AggTradesClient:
             self._next_at = time.monotonic() + retry_after
             raise RateLimited(status, retry_after)
         if status == 451:
-            self.geo.refused("rest", self.url)
-            raise GeoBlocked(f"GET {self.url}: HTTP 451 (restricted region)")
+            self.geo.refused("rest", url)
+            raise GeoBlocked(f"GET {url}: HTTP 451 (restricted region)")
         self.geo.answered("rest")
         if status >= 500 or status == 403:
-            raise RestUnavailable(f"GET {self.url}: HTTP {status}: {body[:100]!r}")
+            raise RestUnavailable(f"GET {url}: HTTP {status}: {body[:100]!r}")
         if status != 200:
-            raise RestRejected(f"GET {self.url} {params}: HTTP {status}: {body[:200]!r}")
+            raise RestRejected(f"GET {url} {params}: HTTP {status}: {body[:200]!r}")
         try:
-            data = msgspec.json.decode(body)
+            return msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
-            raise RestUnavailable(f"GET {self.url}: answer is not JSON: {exc}") from exc
-        if not isinstance(data, list):
-            raise RestUnavailable(f"GET {self.url}: answer is not a JSON array")
-        return data
+            raise RestUnavailable(f"GET {url}: answer is not JSON: {exc}") from exc
 
     def _respect_weight(self, used: str | None) -> None:
         if used is None or not used.isdigit():
