@@ -18,8 +18,10 @@ def test_star_means_every_symbol_and_quote_assets_filter_it(tmp_path: Path) -> N
     ).feed
     assert feed.quote_assets == ["USDT", "FDUSD"]
     config = tmp_path / "c.toml"
-    config.write_text('[feed]\nsymbols = ["*"]\nquote_assets = ["USDT"]\n'
-                      "max_streams_per_connection = 100\nsymbols_refresh_seconds = 60\n")  # fmt: skip
+    config.write_text(
+        '[feed]\nsymbols = ["*"]\nquote_assets = ["USDT"]\n'
+        "max_streams_per_connection = 100\nsymbols_refresh_seconds = 60\n"
+    )
     feed = Settings.load(config, {}).feed
     assert (feed.by_rule, feed.quote_assets, feed.max_streams_per_connection) == (
         True, ["USDT"], 100

@@ -327,12 +327,16 @@ class Feed:
     async def _connect(self, tasks: asyncio.TaskGroup) -> Connection | None:
         """Open a connection (retrying as rule 2 says); ``None`` once stopped."""
         while True:
-            now = time.monotonic()
-            wait = max(self.backoff.delay(), self.limiter.wait_for(now))
+            wait = self.backoff.delay()
             if wait > 0:
-                log.info("ws_reconnect_wait", seconds=round(wait, 2))
+                log.info("ws_reconnect_wait", shard=self.shard, seconds=round(wait, 2))
             if await self._stopped_within(wait):
                 return None
+            # the limiter is shared by every shard: checked and taken with no await between
+            while (held := self.limiter.wait_for(time.monotonic())) > 0:
+                log.info("ws_attempts_limited", shard=self.shard, seconds=round(held, 2))
+                if await self._stopped_within(held):
+                    return None
             self.limiter.record(time.monotonic())
             self.last_attempt_at = time.monotonic()
             in_url = url_part(self.symbols)
