@@ -94,7 +94,8 @@ async def test_400_symbols_on_3_connections_drops_on_one_listing_and_delisting(
         async with running_producer(settings) as producer:
             shards = producer.feed.feeds
             assert len(shards) == 3, {n: len(f.symbols) for n, f in shards.items()}
-            assert sum(len(f.symbols) for f in shards.values()) == SYMBOLS - 1
+            # (a symbol of the Zipf tail may make no trade in the minute: not on the tape)
+            assert sum(len(f.symbols) for f in shards.values()) == len(tape.symbols) - 1
             assert listed not in producer.feed.symbols
             dropped = list(shards[1].symbols)
             victim = dropped[0]  # every drop cuts shard 1's connection only
@@ -130,7 +131,8 @@ async def test_400_symbols_on_3_connections_drops_on_one_listing_and_delisting(
     for key, value, _ in records:
         got.setdefault(key.decode(), []).append(msgspec.json.decode(value)["a"])
     assert not _compare(got, want), _compare(got, want)[:10]
-    assert len(want) == SYMBOLS and len(want[listed]) > 10 and len(want[delisted]) > 10
+    assert set(want) == set(tape.symbols) and len(tape.symbols) > 0.99 * SYMBOLS
+    assert len(want[listed]) > 10 and len(want[delisted]) > 10
     # listed mid-run: its tape trades before the listing were never published (nor fetched)
     assert want[listed][0] > min(t.agg_id for t in tape.trades if t.symbol == listed)
     assert counts == (1.0, 1.0)
