@@ -19,7 +19,8 @@
    ceil(N / ``--per-connection``) connections. Reported: the producer's CPU share of one core
    (utime + stime from /proc over wall time: over the run, the median second, and the
    busiest second = a burst), trade->ack p50/p99, peak RSS and RSS first/last, and
-   ``lost`` = trades published - trades acknowledged (0 expected).
+   ``unacknowledged`` = trades published - trades acknowledged when the run ends (0 when the
+   producer kept up; the bench stops waiting 3 s after the last acknowledgement).
 
     .venv/bin/python bench/produce.py --symbols 400 [--rate 3000] [--minutes 3] [--burst-x 10]
 
@@ -78,6 +79,15 @@ async def scrape(http: aiohttp.ClientSession, url: str) -> dict[str, list[object
 def produced(metrics: dict[str, list[object]]) -> float:
     return sum(s.value for s in metrics.get("tradepipe_trades_produced", [])  # type: ignore[attr-defined]
                if s.name.endswith("_total"))  # type: ignore[attr-defined]  # fmt: skip
+
+
+def total(metrics: dict[str, list[object]], name: str) -> float:
+    return sum(s.value for s in metrics.get(name, [])  # type: ignore[attr-defined]
+               if s.name.endswith("_total"))  # type: ignore[attr-defined]  # fmt: skip
+
+
+def gauge(metrics: dict[str, list[object]], name: str) -> float:
+    return sum(s.value for s in metrics.get(name, []))  # type: ignore[attr-defined]
 
 
 def percentile(
@@ -159,6 +169,7 @@ async def phase(
         cpu_samples: list[tuple[float, float]] = [(first_at, cpu_first)]
         url = f"http://127.0.0.1:{port}/metrics"
         rss: list[int] = []
+        emu_queue_max, buffered_max = 0, 0.0
         last_at = None
         done = 0.0
         async with aiohttp.ClientSession() as http:
@@ -170,6 +181,9 @@ async def phase(
                 except aiohttp.ClientError:
                     continue
                 rss.append(rss_kb(proc.pid, "VmRSS"))
+                queued = max((len(c.queue) for c in emu.connections.values()), default=0)
+                emu_queue_max = max(emu_queue_max, queued)
+                buffered_max = max(buffered_max, gauge(m, "tradepipe_buffered_messages"))
                 if time.monotonic() - cpu_samples[-1][0] >= 1.0:
                     cpu_samples.append((time.monotonic(), cpu_seconds(proc.pid)))
                 now_done = produced(m)
@@ -204,7 +218,12 @@ async def phase(
         "rss_mb_first_last": [round(rss[len(rss) // 10] / 1024, 1), round(rss[-1] / 1024, 1)]
         if rss else None,
         "published": published,
-        "lost": published - int(done),
+        "emulator_queue_max": emu_queue_max,
+        "buffered_max": buffered_max,
+        "deferred": total(m, "tradepipe_trades_deferred"),
+        "backfilled": total(m, "tradepipe_trades_backfilled"),
+        "reconnects": total(m, "tradepipe_ws_reconnects"),
+        "unacknowledged": published - int(done),
         "cpu_share": round((cpu_last - cpu_first) / (wall_last - first_at), 3),
         "cpu_share_median_s": round(per_second[len(per_second) // 2], 3) if per_second else None,
         "cpu_share_max_s": round(per_second[-1], 3) if per_second else None,
