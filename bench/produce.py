@@ -12,6 +12,17 @@
    percentiles are interpolated within the histogram's buckets (1, 2, 3, 5, 7.5, 10, 15 ms...).
    T has millisecond resolution, so figures carry up to 1 ms of rounding.
 3. Peak RSS of the producer process (``VmHWM``), and RSS sampled over the run (flatness).
+4. ``--symbols N`` (instead of 1 and 2): the whole market. The emulator serves a generated
+   market of N symbols (``tradepipe replay --symbols``: Zipf-spread rates averaging ``--rate``
+   aggTrades/s, market-wide bursts of ``--burst-x`` times that for 5 s of every minute) for
+   ``--minutes`` of real time; the producer runs with ``feed.symbols = *`` (exchangeInfo) over
+   ceil(N / ``--per-connection``) connections. Reported: the producer's CPU share of one core
+   (utime + stime from /proc over wall time: over the run, the median second, and the
+   busiest second = a burst), trade->ack p50/p99, peak RSS and RSS first/last, and
+   ``unacknowledged`` = trades published - trades acknowledged when the run ends (0 when the
+   producer kept up; the bench stops waiting 3 s after the last acknowledgement).
+
+    .venv/bin/python bench/produce.py --symbols 400 [--rate 3000] [--minutes 3] [--burst-x 10]
 
 Needs Kafka (``scripts/stack up``). Prints one summary line per phase and a JSON summary.
 """
@@ -20,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import socket
@@ -35,6 +47,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tradepipe.core import Trade
 from tradepipe.replay import Emulator, ReplayOptions, tape_of
+from tradepipe.replay.sample import Bursts, market_tape
 
 ROOT = Path(__file__).resolve().parents[1]
 RECV = "tradepipe_receive_to_kafka_seconds"
@@ -68,6 +81,15 @@ def produced(metrics: dict[str, list[object]]) -> float:
                if s.name.endswith("_total"))  # type: ignore[attr-defined]  # fmt: skip
 
 
+def total(metrics: dict[str, list[object]], name: str) -> float:
+    return sum(s.value for s in metrics.get(name, [])  # type: ignore[attr-defined]
+               if s.name.endswith("_total"))  # type: ignore[attr-defined]  # fmt: skip
+
+
+def gauge(metrics: dict[str, list[object]], name: str) -> float:
+    return sum(s.value for s in metrics.get(name, []))  # type: ignore[attr-defined]
+
+
 def percentile(
     metrics: dict[str, list[object]], q: float, name: str = "tradepipe_trade_to_kafka_seconds"
 ) -> float:
@@ -89,7 +111,19 @@ def percentile(
     return prev_le
 
 
-async def phase(name: str, trades: list[Trade], speed: float, args: argparse.Namespace) -> dict:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def phase(
+    name: str,
+    trades: list[Trade],
+    speed: float,
+    args: argparse.Namespace,
+    feed_env: dict[str, str] | None = None,
+    streams: int = 1,
+) -> dict:
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     port = 19000 + os.getpid() % 1000
     opts = ReplayOptions(speed=speed, rebase_time=True, queue_high_water=200_000,
@@ -104,7 +138,7 @@ async def phase(name: str, trades: list[Trade], speed: float, args: argparse.Nam
         env = {
             "NOTIFY_SOCKET": notify_path,
             "PATH": os.environ.get("PATH", ""),
-            "TRADEPIPE_FEED_SYMBOLS": "btcusdt",
+            **(feed_env or {"TRADEPIPE_FEED_SYMBOLS": "btcusdt"}),
             "TRADEPIPE_FEED_WS_URL": emu.ws_url,
             "TRADEPIPE_FEED_REST_URL": emu.rest_url,
             "TRADEPIPE_FEED_QUARANTINE_PATH": str(workdir / "quarantine.ndjson"),
@@ -126,10 +160,16 @@ async def phase(name: str, trades: list[Trade], speed: float, args: argparse.Nam
             pass
         notify.close()
         os.unlink(notify_path)
+        # READY = every connection open; wait for the SUBSCRIBE messages' streams too
+        while sum(len(c.subs.streams) for c in emu.connections.values()) < streams:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
         emu.resume()
         first_at = time.monotonic()
+        cpu_first = cpu_seconds(proc.pid)
+        cpu_samples: list[tuple[float, float]] = [(first_at, cpu_first)]
         url = f"http://127.0.0.1:{port}/metrics"
         rss: list[int] = []
+        emu_queue_max, buffered_max = 0, 0.0
         last_at = None
         done = 0.0
         async with aiohttp.ClientSession() as http:
@@ -141,21 +181,31 @@ async def phase(name: str, trades: list[Trade], speed: float, args: argparse.Nam
                 except aiohttp.ClientError:
                     continue
                 rss.append(rss_kb(proc.pid, "VmRSS"))
+                queued = max((len(c.queue) for c in emu.connections.values()), default=0)
+                emu_queue_max = max(emu_queue_max, queued)
+                buffered_max = max(buffered_max, gauge(m, "tradepipe_buffered_messages"))
+                if time.monotonic() - cpu_samples[-1][0] >= 1.0:
+                    cpu_samples.append((time.monotonic(), cpu_seconds(proc.pid)))
                 now_done = produced(m)
                 if now_done > done:
                     last_at = time.monotonic()
                     done = now_done
-                if done >= len(trades):
+                if done >= len(trades) or (emu.finished.is_set() and done >= emu.published.count):
                     break
                 # a producer that stops making progress (e.g. a gap it cannot fill) must not
                 # hang the benchmark: stop once nothing moved for 3 s and report the count
                 if done > 0 and time.monotonic() - (last_at or 0) > 3:
                     break
             m = await scrape(http, url)
+        cpu_last, wall_last = cpu_seconds(proc.pid), time.monotonic()
         peak = rss_kb(proc.pid, "VmHWM")
+        published = emu.published.count
         proc.terminate()
         await proc.wait()
     secs = (last_at or first_at) - first_at
+    per_second = sorted(
+        (c1 - c0) / (t1 - t0) for (t0, c0), (t1, c1) in itertools.pairwise(cpu_samples)
+    )
     out = {
         "phase": name, "trades": int(done), "seconds": round(secs, 2),
         "trades_per_s": round(done / secs) if secs else None,
@@ -167,6 +217,16 @@ async def phase(name: str, trades: list[Trade], speed: float, args: argparse.Nam
         "peak_rss_mb": round(peak / 1024, 1),
         "rss_mb_first_last": [round(rss[len(rss) // 10] / 1024, 1), round(rss[-1] / 1024, 1)]
         if rss else None,
+        "published": published,
+        "emulator_queue_max": emu_queue_max,
+        "buffered_max": buffered_max,
+        "deferred": total(m, "tradepipe_trades_deferred"),
+        "backfilled": total(m, "tradepipe_trades_backfilled"),
+        "reconnects": total(m, "tradepipe_ws_reconnects"),
+        "unacknowledged": published - int(done),
+        "cpu_share": round((cpu_last - cpu_first) / (wall_last - first_at), 3),
+        "cpu_share_median_s": round(per_second[len(per_second) // 2], 3) if per_second else None,
+        "cpu_share_max_s": round(per_second[-1], 3) if per_second else None,
         "compression": args.compression,
         "linger_ms": args.linger_ms,
         "buffer": args.buffer,
@@ -185,8 +245,26 @@ async def main() -> None:
     ap.add_argument("--buffer", type=int, default=50_000, help="kafka.buffer_max_messages")
     ap.add_argument("--kafka", default=os.environ.get("TRADEPIPE_TEST_KAFKA", "127.0.0.1:39092"))
     ap.add_argument("--only", choices=("throughput", "latency"))
+    ap.add_argument("--symbols", type=int, help="the whole-market phase only (point 4)")
+    ap.add_argument("--minutes", type=int, default=3, help="--symbols: real minutes of market")
+    ap.add_argument("--burst-x", type=float, default=10.0, help="--symbols: burst multiplier")
+    ap.add_argument("--per-connection", type=int, default=200, help="--symbols: streams/conn")
     args = ap.parse_args()
     results = []
+    if args.symbols:
+        bursts = Bursts(x=args.burst_x) if args.burst_x > 1 else None
+        rate = args.rate if "--rate" in sys.argv else 3000
+        tape = market_tape(args.symbols, rate, args.minutes, seed=16, bursts=bursts)
+        env = {
+            "TRADEPIPE_FEED_SYMBOLS": "*",
+            "TRADEPIPE_FEED_MAX_STREAMS_PER_CONNECTION": str(args.per_connection),
+        }
+        out = await phase(f"market-{args.symbols}", list(tape.trades), 1.0, args, env,
+                          streams=args.symbols)  # fmt: skip
+        out.update(symbols=args.symbols, mean_rate=round(len(tape.trades) / args.minutes / 60),
+                   burst_x=args.burst_x, minutes=args.minutes)  # fmt: skip
+        print(json.dumps(out, indent=1))
+        return
     if args.only != "latency":
         results.append(await phase("throughput", synthetic(args.trades, 100), 0, args))
     if args.only != "throughput":

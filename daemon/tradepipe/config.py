@@ -63,6 +63,11 @@ HostPorts = Annotated[
     ),
 ]
 Symbol = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9]+$", title="symbol like btcusdt")]
+SymbolOrAll = Annotated[
+    str, msgspec.Meta(pattern=r"^([A-Za-z0-9]+|\*)$", title="symbol like btcusdt, or *")
+]
+Asset = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9]+$", title="asset like USDT")]
+ALL_SYMBOLS = "*"
 WsUrl = Annotated[str, msgspec.Meta(pattern=r"^wss?://\S+$", title="ws:// or wss:// URL")]
 HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$", title="http:// or https:// URL")]
 DbUrl = Annotated[
@@ -86,14 +91,34 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class FeedSettings(_Section, frozen=True):
     symbols: Annotated[
-        list[Symbol],
-        msgspec.Meta(min_length=1, max_length=1024, title="1 to 1024 symbols like btcusdt"),
-        _meta("streams on one connection (Binance allows at most 1024); lower-cased"),
+        list[SymbolOrAll],
+        msgspec.Meta(min_length=1, max_length=10_000, title="symbols like btcusdt, or *"),
+        _meta(
+            "the symbols to stream (lower-cased), or * alone: every TRADING symbol of "
+            "/api/v3/exchangeInfo (filtered by feed.quote_assets), refreshed every "
+            "feed.symbols_refresh_seconds"
+        ),
     ] = msgspec.field(default_factory=lambda: ["btcusdt"])
+    quote_assets: Annotated[
+        list[Asset],
+        _meta("with feed.symbols = *: only symbols quoted in these (e.g. USDT); empty: all"),
+    ] = msgspec.field(default_factory=list)
+    symbols_refresh_seconds: Annotated[
+        Seconds,
+        _meta("with feed.symbols = *: how often exchangeInfo is read again (weight 20 a time)"),
+    ] = 300.0
+    max_streams_per_connection: Annotated[
+        int,
+        msgspec.Meta(ge=1, le=1000),
+        _meta(
+            "streams per WebSocket connection (Binance allows 1024); more symbols open more "
+            "connections, each with its own rollover and reconnect"
+        ),
+    ] = 200
     ws_url: Annotated[WsUrl, _meta("WebSocket base; the producer appends /stream?streams=...")] = (
         "wss://stream.binance.com:9443"
     )
-    rest_url: Annotated[HttpUrl, _meta("REST base; the producer appends /api/v3/aggTrades")] = (
+    rest_url: Annotated[HttpUrl, _meta("REST base (/api/v3/aggTrades, /api/v3/exchangeInfo)")] = (
         "https://api.binance.com"
     )
     quarantine_path: Annotated[
@@ -148,9 +173,19 @@ class FeedSettings(_Section, frozen=True):
     ] = 15.0
 
     def __post_init__(self) -> None:
+        if ALL_SYMBOLS in self.symbols and self.symbols != [ALL_SYMBOLS]:
+            raise ValueError("feed.symbols: * stands alone (every symbol), not in a list")
+        if self.quote_assets and self.symbols != [ALL_SYMBOLS]:
+            raise ValueError("feed.quote_assets filters feed.symbols = *; a list names them")
         msgspec.structs.force_setattr(self, "symbols", [s.lower() for s in self.symbols])
+        msgspec.structs.force_setattr(self, "quote_assets", [a.upper() for a in self.quote_assets])
         msgspec.structs.force_setattr(self, "ws_url", self.ws_url.rstrip("/"))
         msgspec.structs.force_setattr(self, "rest_url", self.rest_url.rstrip("/"))
+
+    @property
+    def by_rule(self) -> bool:
+        """``feed.symbols = *``: the symbols come from exchangeInfo."""
+        return self.symbols == [ALL_SYMBOLS]
 
 
 class KafkaSettings(_Section, frozen=True):

@@ -126,3 +126,39 @@ async def test_cli_reports_bad_lines_and_refuses_unreadable_files(tmp_path: Path
     _, err = await missing.communicate()
     assert missing.returncode == 2
     assert b"nope.ndjson: cannot read" in err
+
+
+async def test_cli_serves_a_generated_market_with_symbols_n() -> None:
+    proc, ws_url, rest_url = await start_cli(
+        "--symbols", "25", "--minutes", "1", "--market-rate", "200", "--unlisted", "ETHUSDT"
+    )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{rest_url}/api/v3/exchangeInfo") as resp:
+                info = await resp.json()
+        status = {s["symbol"]: s["status"] for s in info["symbols"]}
+        assert len(status) == 25 and status["ETHUSDT"] == "BREAK"
+        assert sum(1 for s in status.values() if s == "TRADING") == 24
+        async with connect(f"{ws_url}/stream?streams=btcusdt@aggTrade", ping_interval=None) as ws:
+            first = await asyncio.wait_for(ws.recv(), 10)
+        assert parse_event(first).symbol == "BTCUSDT"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+
+
+async def test_cli_refuses_files_with_symbols_n_and_unknown_unlisted(tmp_path: Path) -> None:
+    empty = tmp_path / "x.ndjson"
+    empty.write_text("")
+    for args in (
+        ("--symbols", "5", str(empty)),
+        ("--symbols", "0"),
+        ("--symbols", "5", "--unlisted", "NOPEUSDT"),
+    ):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tradepipe.cli", "replay", "--port", "0", *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 2, (args, err)
+        assert err.startswith(b"tradepipe replay: "), err

@@ -1,5 +1,7 @@
 """``tradepipe replay FILE... [--host H] [--port P] [--speed X]``: serve recorded trades as a
-Binance-compatible WebSocket + REST endpoint.
+Binance-compatible WebSocket + REST endpoint. ``tradepipe replay --symbols N`` serves a
+generated market of N symbols instead (:func:`tradepipe.replay.sample.market`: Zipf-spread
+rates, seeded by ``--seed``), ``--minutes`` long at ``--market-rate`` aggTrades/s on average.
 
 Prints one line ``listening ws://H:P http://H:P`` on stdout once it accepts connections (so a
 test or script can start it on ``--port 0`` and read the address), and ``replay finished: N
@@ -16,7 +18,9 @@ import sys
 
 from tradepipe.commands.signals import stop_on_signals
 from tradepipe.core import SourceError
+from tradepipe.replay.market import Market
 from tradepipe.replay.options import ReplayOptions
+from tradepipe.replay.sample import Bursts, market_tape
 from tradepipe.replay.server import Emulator
 from tradepipe.replay.tape import Tape, load_tape
 
@@ -29,7 +33,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ReplayOptions()
     add = parser.add_argument
     add(
-        "files", nargs="+", metavar="FILE", help="NDJSON (raw or combined, .gz ok) or data-dump CSV"
+        "files", nargs="*", metavar="FILE", help="NDJSON (raw or combined, .gz ok) or data-dump CSV"
+    )
+    add("--symbols", type=int, metavar="N", help="serve a generated market of N symbols, no FILE")
+    market_help = {
+        "--market-rate": "--symbols: mean aggTrades/s of the whole market (default %(default)g)",
+        "--minutes": "--symbols: minutes of data (default %(default)s; --loop for more)",
+        "--burst-x": "--symbols: X times the rate 5 s of every minute, whole market",
+    }
+    add("--market-rate", type=float, default=3000.0, metavar="R", help=market_help["--market-rate"])
+    add("--minutes", type=int, default=2, metavar="M", help=market_help["--minutes"])
+    add("--burst-x", type=float, default=1.0, metavar="X", help=market_help["--burst-x"])
+    add(
+        "--unlisted",
+        default="",
+        metavar="SYM,...",
+        help="symbols of the data not trading at first (POST /_control/list?symbol= lists them)",
     )
     add("--host", default=defaults.host, help="address to bind (default %(default)s)")
     add(
@@ -108,6 +127,7 @@ def options_from(args: argparse.Namespace) -> ReplayOptions:
         malformed=args.malformed,
         seed=args.seed,
         control=not args.no_control,
+        unlisted=tuple(s.strip().upper() for s in args.unlisted.split(",") if s.strip()),
     )
 
 
@@ -125,17 +145,30 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    if (args.symbols is None) == (not args.files):
+        _err("give FILE... or --symbols N (not both)")
+        return EXIT_USAGE
     try:
-        tape = load_tape(args.files, args.symbol, report=_err)
-    except SourceError as exc:
+        tape = (
+            _generated(args)
+            if args.symbols is not None
+            else load_tape(args.files, args.symbol, report=_err)
+        )
+    except (SourceError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    try:
+        Market(tape.symbols, options.unlisted)
+    except ValueError as exc:
         _err(str(exc))
         return EXIT_USAGE
     if not tape.trades:
         _err("no trades in the input files")
         return EXIT_USAGE
     _err(
-        f"loaded {len(tape.trades)} trades of {', '.join(tape.symbols)} from {len(args.files)} "
-        f"file(s); {tape.rejected} lines rejected, {tape.duplicates} duplicates skipped"
+        f"loaded {len(tape.trades)} trades of {_names(tape.symbols)} from "
+        f"{f'{len(args.files)} file(s)' if args.files else 'the generated market'}; "
+        f"{tape.rejected} lines rejected, {tape.duplicates} duplicates skipped"
     )
     try:
         asyncio.run(serve(tape, options))
@@ -143,6 +176,17 @@ def run(args: argparse.Namespace) -> int:
         _err(f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}")
         return EXIT_USAGE
     return EXIT_OK
+
+
+def _generated(args: argparse.Namespace) -> Tape:
+    if args.symbols < 1 or args.minutes < 1 or args.market_rate <= 0 or args.burst_x < 1:
+        raise ValueError("--symbols, --minutes, --market-rate must be positive, --burst-x >= 1")
+    bursts = Bursts(x=args.burst_x) if args.burst_x > 1 else None
+    return market_tape(args.symbols, args.market_rate, args.minutes, args.seed, bursts)
+
+
+def _names(symbols: list[str]) -> str:
+    return ", ".join(symbols) if len(symbols) <= 10 else f"{len(symbols)} symbols"
 
 
 async def serve(tape: Tape, options: ReplayOptions) -> None:

@@ -92,6 +92,8 @@ class Backfiller:
         self.give_up_seconds = give_up_seconds
         self.retry = RetryForever(wait_initial=retry_base, wait_max=retry_cap)
         self._wake = {symbol: asyncio.Event() for symbol in intake.sequencers}
+        self._tasks: asyncio.TaskGroup | None = None
+        intake.on_added = self.add  # a symbol listed while running
         self.last_try_at: float | None = None  # monotonic, any REST attempt (progress)
         self.failing: dict[str, str] = {}  # symbol -> why its last try failed
 
@@ -101,8 +103,18 @@ class Backfiller:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
-            for symbol, seq in self.intake.sequencers.items():
+            self._tasks = tasks
+            for symbol, seq in list(self.intake.sequencers.items()):
+                self._wake.setdefault(symbol, asyncio.Event())
                 tasks.create_task(self._symbol(seq), name=f"backfill-{symbol}")
+
+    def add(self, seq: Sequencer) -> None:
+        """Fill ``seq`` too (a symbol added while running; before :meth:`run`, it finds it)."""
+        if seq.symbol in self._wake:
+            return
+        self._wake[seq.symbol] = asyncio.Event()
+        if self._tasks is not None:
+            self._tasks.create_task(self._symbol(seq), name=f"backfill-{seq.symbol}")
 
     async def _symbol(self, seq: Sequencer) -> None:
         wake = self._wake[seq.symbol]

@@ -15,7 +15,10 @@ Rules:
    started by a drop survives a refused or slow reconnect and a market that goes quiet: the
    trades published while we were away are fetched whatever comes (or does not) afterwards.
    :meth:`feed_stopped` (shutdown) opens a last epoch: REST answers after the close cover
-   everything the closed connection could have delivered.
+   everything the closed connection could have delivered. Epochs are kept *per symbol*: with
+   several connections (producer/shards.py) a drop clears only the epochs of the symbols that
+   connection carried, and a symbol subscribed by a ``SUBSCRIBE`` message gets its epoch when
+   the server confirms it, not when the connection first delivered something else.
 2. One memory bound for the process: :attr:`in_memory` (records held by every sequencer plus
    those in the outbox) never exceeds :attr:`max_records`. Live trades are refused past it
    (counted, fetched from REST later); REST pages are sized to the room
@@ -23,6 +26,10 @@ Rules:
    to half the bound, so a REST page always finds room once the broker drains the outbox.
 3. An empty REST answer for a bounded range is not final (REST may trail the stream): it is
    reported as no progress, and the backfiller gives up only after its time limit.
+4. Symbols come and go while running (``feed.symbols = *``): :meth:`add_symbol` starts a
+   sequencer (or takes a retired one up again, catching up from where it stopped) and tells
+   ``on_added`` (the backfiller); :meth:`retire` marks one unsubscribed: its sequencer stays
+   (held trades and missing ids are still filled and reported), its epoch opens as at a close.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import contextlib
 import enum
 import itertools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -110,6 +117,7 @@ class Intake:
     ) -> None:
         self.outbox, self.metrics, self.quarantine = outbox, metrics, quarantine
         self.on_gap = on_gap
+        self.on_added: Callable[[Sequencer], None] = lambda seq: None  # rule 4
         # rule 2: one bound for held + outbox; the hold gets at most half of it
         self.max_records = outbox.max_records
         self.hold = HoldBudget(max(1, min(max_held, self.max_records // 2)))
@@ -118,7 +126,9 @@ class Intake:
                         why="at most half of kafka.buffer_max_messages")  # fmt: skip
         self.sequencers = {s.upper(): Sequencer(s.upper(), budget=self.hold) for s in symbols}
         self.last_message_at: float | None = None  # monotonic
-        self.epoch: int | None = None  # rule 1: None until a connection delivers
+        # rule 1, per symbol: None until a connection carrying it delivers
+        self.epochs: dict[str, int | None] = dict.fromkeys(self.sequencers)
+        self.retired: set[str] = set()  # rule 4
         self._epochs = itertools.count(1)
         self._received = {s: metrics.received.labels(s) for s in self.sequencers}
 
@@ -155,21 +165,51 @@ class Intake:
             seq.want_catch_up()
         self.on_gap()
 
+    # ------------------------------------------------------------- symbols coming and going
+
+    def add_symbol(self, symbol: str, last_id: int | None = None) -> Sequencer:
+        """Rule 4: stream ``symbol`` from now on. ``last_id``: the id before the first one
+        wanted (a catch-up fetches from there); a retired symbol catches up from where it
+        stopped whatever ``last_id`` says."""
+        symbol = symbol.upper()
+        self.retired.discard(symbol)
+        seq = self.sequencers.get(symbol)
+        if seq is None:
+            seq = self.sequencers[symbol] = Sequencer(symbol, budget=self.hold)
+            self._received[symbol] = self.metrics.received.labels(symbol)
+            if last_id is not None:
+                seq.last_id = last_id
+            self.on_added(seq)
+        self.epochs[symbol] = None  # not delivering until its subscription is confirmed
+        if seq.last_id is not None:
+            seq.want_catch_up()
+        self.on_gap()
+        return seq
+
+    def retire(self, symbol: str) -> None:
+        """Rule 4: ``symbol`` is unsubscribed; REST asked from now on covers what we could get."""
+        symbol = symbol.upper()
+        if symbol in self.sequencers:
+            self.retired.add(symbol)
+            self.epochs[symbol] = next(self._epochs)
+            self.on_gap()
+
     # --------------------------------------------------------- connections and epochs (rule 1)
 
-    def delivering(self) -> None:
-        """A connection delivered its first message: REST asked from now on is complete up to
-        what this connection delivers."""
-        self.epoch = next(self._epochs)
+    def delivering(self, symbols: Iterable[str] | None = None) -> None:
+        """A connection delivered its first message (or the server confirmed a subscription):
+        REST asked from now on is complete up to what it delivers for ``symbols`` (all)."""
+        epoch = next(self._epochs)
+        for symbol in self.sequencers if symbols is None else symbols:
+            self.epochs[symbol.upper()] = epoch
         self.on_gap()  # wake the backfiller: pending catch-ups can end now
 
     def feed_stopped(self) -> None:
         """We closed the feed (shutdown): REST asked from now on covers all we could have got."""
-        self.epoch = next(self._epochs)
-        self.on_gap()
+        self.delivering()
 
     def catch_up_token(self, seq: Sequencer) -> CatchUpToken:
-        return self.epoch, seq.catch_up_wanted
+        return self.epochs.get(seq.symbol), seq.catch_up_wanted
 
     # ------------------------------------------------------------------ live WebSocket messages
 
@@ -203,12 +243,23 @@ class Intake:
         self.offer(seq, Record(trade.symbol, trade.agg_id, trade.time_ms, value, False, now))
         return None
 
-    def disconnected(self, others_delivering: bool = False) -> None:
-        """A connection dropped: trades may have been missed on every symbol (rule 1). When
-        another open connection is delivering (a rollover's overlap), it is the current one."""
-        for seq in self.sequencers.values():
+    def disconnected(
+        self,
+        others_delivering: bool = False,
+        symbols: Iterable[str] | None = None,
+        live_elsewhere: Collection[str] = (),
+    ) -> None:
+        """A connection carrying ``symbols`` (all) dropped: trades may have been missed on each
+        (rule 1). When another open connection is delivering them (a rollover's overlap: all
+        with ``others_delivering``, else those in ``live_elsewhere``), it is the current one."""
+        epoch = next(self._epochs)
+        for symbol in self.sequencers if symbols is None else [s.upper() for s in symbols]:
+            seq = self.sequencers.get(symbol)
+            if seq is None or symbol in self.retired:
+                continue
             seq.want_catch_up()
-        self.epoch = next(self._epochs) if others_delivering else None
+            live = others_delivering or symbol in live_elsewhere
+            self.epochs[symbol] = epoch if live else None
         self.on_gap()
 
     def reject(self, exc: ParseError, raw: bytes | str) -> None:
@@ -314,6 +365,6 @@ class Intake:
 
     def _maybe_caught_up(self, seq: Sequencer, token: CatchUpToken | None) -> None:
         """Rule 1: only an answer asked in the current epoch, after a connection delivered."""
-        if token is None or token[0] is None or token[0] != self.epoch:
+        if token is None or token[0] is None or token[0] != self.epochs.get(seq.symbol):
             return
         seq.caught_up(token[1])

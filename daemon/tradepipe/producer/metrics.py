@@ -72,7 +72,8 @@ class ProducerMetrics:
             registry=r,
         )
         self.rest_requests = Counter(
-            "tradepipe_rest_requests", "REST aggTrades requests, by HTTP status or error",
+            "tradepipe_rest_requests",
+            "REST requests (aggTrades, exchangeInfo), by HTTP status or error",
             ["status"], registry=r,
         )  # fmt: skip
         self.deferred = Counter(
@@ -109,3 +110,40 @@ class ProducerMetrics:
             "invalid record), written to the quarantine file instead, by reason",
             ["symbol", "reason"], registry=r,
         )  # fmt: skip
+        # -- every symbol: shards and symbols by rule (issue 16) --
+        self.shard_connected = Gauge(
+            "tradepipe_ws_shard_connected", "1 while the shard has an open connection",
+            ["shard"], registry=r,
+        )  # fmt: skip
+        self.shard_streams = Gauge(
+            "tradepipe_ws_shard_streams", "streams the shard carries", ["shard"], registry=r
+        )
+        self.shard_messages = Counter(
+            "tradepipe_ws_shard_messages", "messages received on the shard's connections",
+            ["shard"], registry=r,
+        )  # fmt: skip
+        self.shard_reconnects = Counter(
+            "tradepipe_ws_shard_reconnects", "connections the shard opened after its first",
+            ["shard"], registry=r,
+        )  # fmt: skip
+        self.subscribe_errors = Counter(
+            "tradepipe_ws_subscribe_errors",
+            "SUBSCRIBE/UNSUBSCRIBE requests answered with an error",
+            registry=r,
+        )  # fmt: skip
+        self.symbols = Gauge("tradepipe_symbols_subscribed", "symbols streamed now", registry=r)
+        self.symbols_listed = Counter(
+            "tradepipe_symbols_listed",
+            "symbols added at an exchangeInfo refresh (feed.symbols = *)",
+            registry=r,
+        )
+        self.symbols_delisted = Counter(
+            "tradepipe_symbols_delisted",
+            "symbols dropped at an exchangeInfo refresh (no longer TRADING or filtered out)",
+            registry=r,
+        )
+        self.exchange_info_failures = Counter(
+            "tradepipe_exchange_info_failures",
+            "exchangeInfo reads that failed (the symbol list is kept; retried)",
+            registry=r,
+        )

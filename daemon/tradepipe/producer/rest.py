@@ -1,8 +1,8 @@
-"""``GET /api/v3/aggTrades`` (and ``/api/v3/klines``, for ``tradepipe verify``) within
-Binance's limits.
+"""``GET /api/v3/aggTrades``, ``GET /api/v3/exchangeInfo`` (and ``/api/v3/klines``, for
+``tradepipe verify``) within Binance's limits.
 
-- Pacing: requests are spaced so that their weight (aggTrades 4, klines 2) stays within
-  ``weight_per_minute``, our share of the per-IP budget (6000/min on Binance).
+- Pacing: requests are spaced so that their weight (aggTrades 4, klines 2, exchangeInfo 20)
+  stays within ``weight_per_minute``, our share of the per-IP budget (6000/min on Binance).
 - ``X-MBX-USED-WEIGHT-1M`` above that share pauses us until the next minute.
 - 429 (too many requests) and 418 (IP banned for ignoring 429s) raise :class:`RateLimited` with
   the server's ``Retry-After``; the caller must wait that long.
@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 
 AGG_TRADES_WEIGHT = 4
 KLINES_WEIGHT = 2  # /api/v3/klines, any limit up to 1000
+EXCHANGE_INFO_WEIGHT = 20
 MAX_LIMIT = 1000
 
 
@@ -67,6 +68,7 @@ class AggTradesClient:
     ) -> None:
         self.url = base_url.rstrip("/") + "/api/v3/aggTrades"
         self.klines_url = base_url.rstrip("/") + "/api/v3/klines"
+        self.info_url = base_url.rstrip("/") + "/api/v3/exchangeInfo"
         self.geo = geo or GeoBlock()
         self.session, self.metrics = session, metrics
         self.weight_per_minute = weight_per_minute
@@ -78,7 +80,12 @@ class AggTradesClient:
     async def fetch(self, symbol: str, from_id: int, limit: int = MAX_LIMIT) -> list[Any]:
         """Up to ``limit`` aggTrades of ``symbol`` from id ``from_id`` (inclusive), in id order."""
         params = {"symbol": symbol.upper(), "fromId": str(from_id), "limit": str(limit)}
-        return await self._get(self.url, params, AGG_TRADES_WEIGHT)
+        return await self._get_list(self.url, params, AGG_TRADES_WEIGHT)
+
+    async def newest(self, symbol: str) -> list[Any]:
+        """The most recent aggTrade of ``symbol`` (``[]`` if it never traded)."""
+        params = {"symbol": symbol.upper(), "limit": "1"}
+        return await self._get_list(self.url, params, AGG_TRADES_WEIGHT)
 
     async def fetch_window(
         self, symbol: str, start_ms: int, end_ms: int, limit: int = MAX_LIMIT
@@ -89,7 +96,7 @@ class AggTradesClient:
             "symbol": symbol.upper(), "startTime": str(start_ms), "endTime": str(end_ms),
             "limit": str(limit),
         }  # fmt: skip
-        return await self._get(self.url, params, AGG_TRADES_WEIGHT)
+        return await self._get_list(self.url, params, AGG_TRADES_WEIGHT)
 
     async def klines(
         self, symbol: str, start_ms: int, end_ms: int, limit: int = MAX_LIMIT
@@ -99,10 +106,24 @@ class AggTradesClient:
             "symbol": symbol.upper(), "interval": "1m", "startTime": str(start_ms),
             "endTime": str(end_ms), "limit": str(limit),
         }  # fmt: skip
-        return await self._get(self.klines_url, params, KLINES_WEIGHT)
+        return await self._get_list(self.klines_url, params, KLINES_WEIGHT)
 
-    async def _get(self, url: str, params: dict[str, str], weight: int) -> list[Any]:
-        """One paced GET whose answer must be a JSON array (the module docstring's rules)."""
+    async def exchange_info(self) -> dict[str, Any]:
+        """``GET /api/v3/exchangeInfo`` (every symbol; weight 20)."""
+        data = await self._get(self.info_url, {}, EXCHANGE_INFO_WEIGHT)
+        if not isinstance(data, dict) or not isinstance(data.get("symbols"), list):
+            raise RestUnavailable(f"GET {self.info_url}: answer has no symbols list")
+        return data
+
+    async def _get_list(self, url: str, params: dict[str, str], weight: int) -> list[Any]:
+        """:meth:`_get` whose answer must be a JSON array."""
+        data = await self._get(url, params, weight)
+        if not isinstance(data, list):
+            raise RestUnavailable(f"GET {url}: answer is not a JSON array")
+        return data
+
+    async def _get(self, url: str, params: dict[str, str], weight: int) -> Any:
+        """One paced GET of JSON (the module docstring's rules)."""
         async with self._lock:  # requests start one at a time, paced; one slow answer
             wait = self._next_at - time.monotonic()  # does not hold up the next request
             if wait > 0:
@@ -131,12 +152,9 @@ class AggTradesClient:
         if status != 200:
             raise RestRejected(f"GET {url} {params}: HTTP {status}: {body[:200]!r}")
         try:
-            data = msgspec.json.decode(body)
+            return msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
             raise RestUnavailable(f"GET {url}: answer is not JSON: {exc}") from exc
-        if not isinstance(data, list):
-            raise RestUnavailable(f"GET {url}: answer is not a JSON array")
-        return data
 
     def _respect_weight(self, used: str | None) -> None:
         if used is None or not used.isdigit():

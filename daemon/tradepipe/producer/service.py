@@ -55,8 +55,6 @@ import structlog
 from tradepipe.config import Settings
 from tradepipe.observability import Health, MetricsServer, Notifier
 from tradepipe.producer.backfill import Backfiller
-from tradepipe.producer.backoff import Backoff
-from tradepipe.producer.feed import Feed, stream_url
 from tradepipe.producer.geoblock import GeoBlock
 from tradepipe.producer.intake import Intake
 from tradepipe.producer.kafka import KafkaOutput
@@ -66,9 +64,11 @@ from tradepipe.producer.output import TradeOutput
 from tradepipe.producer.publisher import AckHook, Publisher
 from tradepipe.producer.quarantine import Quarantine
 from tradepipe.producer.records import Record
-from tradepipe.producer.rest import AggTradesClient
+from tradepipe.producer.rest import AggTradesClient, RestError
 from tradepipe.producer.resume import resume_points
+from tradepipe.producer.shards import Shards
 from tradepipe.producer.state import StateFile
+from tradepipe.producer.symbols import NoSymbols, SymbolWatcher, resolve
 
 log = structlog.get_logger(__name__)
 
@@ -91,17 +91,23 @@ class Producer:
     """The parts, wired; :func:`serve` runs them."""
 
     def __init__(
-        self, settings: Settings, options: Options, last_ids: Mapping[str, int] | None = None
+        self,
+        settings: Settings,
+        options: Options,
+        last_ids: Mapping[str, int] | None = None,
+        symbols: Sequence[str] | None = None,
     ) -> None:
+        """``symbols``: what ``feed.symbols = *`` resolved to (else ``feed.symbols``)."""
         feed, kafka = settings.feed, settings.kafka
         self.settings, self.options = settings, options
+        self.symbols = [s.upper() for s in (feed.symbols if symbols is None else symbols)]
         self.metrics = options.metrics or ProducerMetrics()
         self.outbox = Outbox(kafka.buffer_max_messages)
         self.output = options.output if options.output is not None else KafkaOutput(kafka)
         # resume state only with Kafka: an injected output (local mode) keeps nothing across runs
         self.state: StateFile | None = None
         if options.output is None:
-            self.state = StateFile(feed.state_path, kafka.topic, feed.symbols, last_ids)
+            self.state = StateFile(feed.state_path, kafka.topic, self.symbols, last_ids)
         self.quarantine = Quarantine(feed.quarantine_path, feed.quarantine_max_bytes)
         self.publisher = Publisher(
             self.output, self.outbox, self.metrics,
@@ -109,22 +115,29 @@ class Producer:
             quarantine=self.quarantine, on_settled=self._settled,
         )  # fmt: skip
         self.intake = Intake(
-            feed.symbols, self.outbox, self.metrics, self.quarantine,
+            self.symbols, self.outbox, self.metrics, self.quarantine,
             max_held=int(feed.max_held), on_gap=lambda: self.backfiller.wake(),
         )  # fmt: skip
         self.geo = GeoBlock()
-        self.feed = Feed(
-            stream_url(feed.ws_url, feed.symbols), self.intake, self.metrics,
-            rollover_seconds=feed.rollover_seconds,
-            backoff=Backoff(cap=feed.backoff_max_seconds),
-            on_connected=self._maybe_ready, geo=self.geo,
+        self.feed = Shards(
+            feed.ws_url, self.symbols, feed.max_streams_per_connection, self.intake,
+            self.metrics, rollover_seconds=feed.rollover_seconds,
+            backoff_cap=feed.backoff_max_seconds, on_connected=self._maybe_ready, geo=self.geo,
         )  # fmt: skip
         self.http = aiohttp.ClientSession()
+        self.rest = AggTradesClient(
+            feed.rest_url, self.http, self.metrics, feed.rest_weight_per_minute, geo=self.geo
+        )
+        self.watcher: SymbolWatcher | None = None
+        if feed.by_rule:
+            self.watcher = SymbolWatcher(
+                self.rest, feed.quote_assets, feed.symbols_refresh_seconds, self.metrics,
+                current=lambda: self.feed.symbols, listed=self.add_symbols,
+                delisted=self.remove_symbols,
+            )  # fmt: skip
         self.backfiller = Backfiller(
             self.intake,
-            AggTradesClient(
-                feed.rest_url, self.http, self.metrics, feed.rest_weight_per_minute, geo=self.geo
-            ),
+            self.rest,
             give_up_seconds=feed.backfill_give_up_seconds,
             retry_cap=min(30.0, max(0.5, feed.backfill_give_up_seconds / 4)),
         )
@@ -140,7 +153,8 @@ class Producer:
         if (geo := self.geo.reason) is not None:
             return Health(False, geo)
         if not self.feed.connected:
-            return Health(False, "feed not connected")
+            down = self.feed.not_connected()
+            return Health(False, "feed not connected" + (f": {', '.join(down)}" if down else ""))
         if not self.publisher.started.is_set():
             return Health(False, "broker not connected")
         if (why := self.stalled(now)) is not None:
@@ -177,6 +191,49 @@ class Producer:
         limit = stall + self.settings.feed.backoff_max_seconds + self.feed.open_timeout
         if not self.feed.connected and since_attempt > limit:
             return f"not connected and no connection attempt for {since_attempt:.0f} s"
+        return None
+
+    async def add_symbols(self, symbols: list[str]) -> None:
+        """Symbols listed while running (:mod:`.symbols` rule 3): a sequencer each, starting
+        where its REST history starts (at most ``feed.max_resume_trades`` back), so its trades
+        from the listing on are fetched; then subscribed. A retired symbol taken up again
+        catches up from where it stopped."""
+        for symbol in symbols:
+            last_id = None
+            if symbol not in self.intake.sequencers:
+                last_id = await self._listing_start(symbol)
+            self.intake.add_symbol(symbol, last_id)
+        self.feed.add(symbols)
+
+    def remove_symbols(self, symbols: list[str]) -> None:
+        """Symbols delisted: unsubscribed; what they still miss is filled and reported."""
+        self.feed.remove(symbols)
+        for symbol in symbols:
+            self.intake.retire(symbol)
+
+    async def _listing_start(self, symbol: str, tries: int = 3) -> int | None:
+        """The id before the first trade to fetch of a newly listed ``symbol``; ``None`` (from
+        its first live trade on) if it never traded or REST cannot tell (logged)."""
+        for attempt in range(1, tries + 1):
+            try:
+                newest = await self.rest.newest(symbol)
+                if not newest:
+                    return None
+                oldest = await self.rest.fetch(symbol, 0, 1)
+                last, first = newest[-1].get("a"), oldest[0].get("a") if oldest else None
+                if type(last) is not int or type(first) is not int:
+                    raise RestError(f"aggTrades of {symbol}: no integer ids")
+            except (RestError, AttributeError) as exc:
+                log.warning("listing_start_failed", symbol=symbol, attempt=attempt, error=str(exc))
+                await asyncio.sleep(attempt)
+                continue
+            start = max(first, last - int(self.settings.feed.max_resume_trades) + 1)
+            if start > first:
+                log.warning("listing_history_cut", symbol=symbol, first=first, start=start,
+                            why="feed.max_resume_trades")  # fmt: skip
+            return start - 1
+        log.error("listing_start_unknown", symbol=symbol,
+                  why="REST failed: trades before its first live one are not fetched")  # fmt: skip
         return None
 
     def missing_symbols(self) -> list[str]:
@@ -218,8 +275,11 @@ class Producer:
         if self.ready.is_set() or not self.feed.connected:
             return
         self.ready.set()
-        self.options.notifier.ready(f"producing {','.join(self.settings.feed.symbols)}")
-        log.info("ready", symbols=self.settings.feed.symbols)
+        names = (
+            ",".join(self.symbols) if len(self.symbols) <= 10 else f"{len(self.symbols)} symbols"
+        )
+        self.options.notifier.ready(f"producing {names}")
+        log.info("ready", symbols=len(self.symbols), connections=len(self.feed.feeds))
         if self.options.on_ready is not None:
             self.options.on_ready(self)
 
@@ -256,8 +316,20 @@ async def serve(settings: Settings, stop: asyncio.Event, options: Options | None
     log.info("starting", symbols=settings.feed.symbols, ws=settings.feed.ws_url,
              rest=settings.feed.rest_url, topic=settings.kafka.topic,
              buffer_max=settings.kafka.buffer_max_messages)  # fmt: skip
-    last_ids = await resume_points(settings, metrics) if options.output is None else {}
-    p = Producer(settings, options, last_ids)
+    symbols = list(settings.feed.symbols)
+    if settings.feed.by_rule:  # feed.symbols = * (producer/symbols.py rule 2)
+        async with aiohttp.ClientSession() as http:
+            client = AggTradesClient(settings.feed.rest_url, http, metrics,
+                                     settings.feed.rest_weight_per_minute)  # fmt: skip
+            try:
+                symbols = await resolve(client, settings.feed.quote_assets,
+                                        settings.feed.resume_timeout_seconds, metrics)  # fmt: skip
+            except NoSymbols as exc:
+                log.error("no_symbols", error=str(exc))
+                return 1
+    resolved = settings.replace(feed={"symbols": symbols, "quote_assets": []})
+    last_ids = await resume_points(resolved, metrics) if options.output is None else {}
+    p = Producer(settings, options, last_ids, symbols)
     server = p.server = MetricsServer(p.metrics.registry, p.health, settings.metrics.listen)
     if options.serve_metrics:
         await server.start()
@@ -275,6 +347,8 @@ async def serve(settings: Settings, stop: asyncio.Event, options: Options | None
             }
             if p.state is not None:
                 tasks["state"] = tg.create_task(p.state.run(), name="state")
+            if p.watcher is not None:
+                tasks["symbols"] = tg.create_task(p.watcher.run(), name="symbols")
             try:
                 ended = await _stop_or_death(stop, tasks)
             except asyncio.CancelledError:  # a task crashed: make sure every other one ends
@@ -306,7 +380,9 @@ async def _shutdown(p: Producer, tasks: dict[str, asyncio.Task[None]], options: 
     deadline = loop.time() + options.shutdown_seconds
     options.notifier.stopping("flushing to the broker")
     log.info("stopping", buffered=len(p.outbox), missing=p.missing_symbols())
-    # 1. stop reading
+    # 1. stop reading (and changing the symbols)
+    if "symbols" in tasks:
+        await _cancel_all([tasks["symbols"]])
     p.feed.stop()
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(max(0.1, deadline - loop.time())):

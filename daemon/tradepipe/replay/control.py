@@ -4,6 +4,8 @@
 |---|---|
 | ``GET  /_control/status`` | published count (total, per symbol), connections, clock, counters |
 | ``POST /_control/drop[?at=N&refuse=S]`` | cut every WebSocket (no close frame); at N published |
+| ``POST /_control/list?symbol=S`` | a tape symbol starts trading (``exchangeInfo``: TRADING) |
+| ``POST /_control/delist?symbol=S`` | a symbol stops trading (``exchangeInfo``: BREAK) |
 | ``POST /_control/refuse?seconds=S`` | answer WebSocket handshakes HTTP 503 for S s |
 | ``POST /_control/rest_fail?status=C&seconds=S`` | aggTrades answers HTTP C for S s |
 | ``POST /_control/rest_lag?seconds=S`` | for S s, REST shows only what is published now |
@@ -13,7 +15,9 @@
 | ``POST /_control/expire`` | close every connection as the 24-hour limit does |
 | ``POST /_control/pause``, ``/_control/resume``, ``/_control/start`` | drive the clock |
 
-``drop`` with ``refuse=S`` then refuses handshakes for S s; ``rest_fail`` takes ``retry_after``.
+``drop`` with ``refuse=S`` then refuses handshakes for S s, with ``stream=NAME`` cuts only the
+connections carrying that stream, with ``id=C`` only connection C (a fault on one
+connection); ``rest_fail`` takes ``retry_after``.
 Each POST answers ``{"ok": true, ...}`` with what it affected. Served on the emulator's own
 host:port (127.0.0.1 by default); ``--no-control`` turns it off.
 """
@@ -49,10 +53,12 @@ def control_routes(emu: Emulator) -> list[web.RouteDef]:  # noqa: C901 - one han
 
     async def drop(request: web.Request) -> web.Response:
         refuse = number(request, "refuse", 0.0)
+        stream = request.query.get("stream")
         if "at" in request.query:
-            emu.drop_at(int(number(request, "at")), refuse)
+            emu.drop_at(int(number(request, "at")), refuse, stream)
             return _json({"ok": True, "armed": True})
-        dropped = emu.drop_connections()
+        cid = int(number(request, "id")) if "id" in request.query else None
+        dropped = emu.drop_connections(stream, cid)
         if refuse > 0:
             emu.refuse_connections(refuse)
         return _json({"ok": True, "dropped": dropped})
@@ -95,6 +101,14 @@ def control_routes(emu: Emulator) -> list[web.RouteDef]:  # noqa: C901 - one han
         emu.resume()
         return _json({"ok": True, "paused": emu.clock.paused})
 
+    async def listing(request: web.Request) -> web.Response:
+        symbol = request.query.get("symbol", "")
+        change = emu.list_symbol if request.path.endswith("/list") else emu.delist_symbol
+        if not change(symbol):
+            raise web.HTTPBadRequest(text=f"symbol {symbol!r} is not on the tape")
+        status = emu.market.status[symbol.upper()]
+        return _json({"ok": True, "symbol": symbol.upper(), "status": status})
+
     async def start(request: web.Request) -> web.Response:
         emu.start_clock()
         return _json({"ok": True, "started": emu.clock.started})
@@ -112,4 +126,6 @@ def control_routes(emu: Emulator) -> list[web.RouteDef]:  # noqa: C901 - one han
         web.post("/_control/pause", pause),
         web.post("/_control/resume", resume),
         web.post("/_control/start", start),
+        web.post("/_control/list", listing),
+        web.post("/_control/delist", listing),
     ]

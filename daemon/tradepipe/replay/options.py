@@ -42,6 +42,8 @@ class ReplayOptions:
     batch: int = 500
     # Serve the /_control/ endpoints (fault injection over HTTP).
     control: bool = True
+    # Symbols of the tape that are not trading at the start (listed later: replay/market.py).
+    unlisted: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         checks = {

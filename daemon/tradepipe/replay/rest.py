@@ -26,6 +26,7 @@ import msgspec
 from aiohttp import web
 
 from tradepipe.replay.klines import KLINES_WEIGHT, KlinesError, MinuteKlines, parse_klines
+from tradepipe.replay.market import EXCHANGE_INFO_WEIGHT, Market
 from tradepipe.replay.store import DEFAULT_LIMIT, MAX_LIMIT, PublishedTrades, Query
 
 AGG_TRADES_WEIGHT = 4
@@ -134,8 +135,11 @@ class RestFaults:
 class RestApi:
     """The ``/api/v3`` routes over a :class:`PublishedTrades`."""
 
-    def __init__(self, published: PublishedTrades, weight_limit: int) -> None:
+    def __init__(
+        self, published: PublishedTrades, weight_limit: int, market: Market | None = None
+    ) -> None:
         self.published = published
+        self.market = market or Market(published.symbols)
         self.meter = WeightMeter(weight_limit)
         self.requests = 0
         self.faults = RestFaults()
@@ -219,20 +223,8 @@ class RestApi:
         return self._json(msgspec.json.encode({"serverTime": int(time.time() * 1000)}), 1)
 
     async def exchange_info(self, request: web.Request) -> web.Response:
-        info = {
-            "timezone": "UTC",
-            "serverTime": int(time.time() * 1000),
-            "rateLimits": [
-                {
-                    "rateLimitType": "REQUEST_WEIGHT",
-                    "interval": "MINUTE",
-                    "intervalNum": 1,
-                    "limit": self.meter.limit,
-                }
-            ],
-            "symbols": [{"symbol": s, "status": "TRADING"} for s in self.published.symbols],
-        }
-        return self._json(msgspec.json.encode(info), 20)
+        info = self.market.exchange_info(self.meter.limit)  # replay/market.py
+        return self._json(msgspec.json.encode(info), EXCHANGE_INFO_WEIGHT)
 
     def _json(self, body: bytes, weight: int) -> web.Response:
         try:

@@ -48,6 +48,7 @@ from tradepipe.core import Trade
 from tradepipe.replay.clock import ReplayClock
 from tradepipe.replay.connection import CLOSE_EXPIRED, CLOSE_SHUTDOWN, CLOSE_SLOW, Connection
 from tradepipe.replay.malformed import Malformed, make_malformed, schedule
+from tradepipe.replay.market import Market
 from tradepipe.replay.options import ReplayOptions
 from tradepipe.replay.protocol import Subscriptions, stream_of, streams_from_path
 from tradepipe.replay.rest import GEO_BLOCK_MSG, RestApi
@@ -79,7 +80,8 @@ class Emulator:
         self.published = PublishedTrades(self.options.rest_history)
         for symbol in tape.symbols:
             self.published.add_symbol(symbol)
-        self.rest = RestApi(self.published, self.options.rest_weight_limit)
+        self.market = Market(tape.symbols, self.options.unlisted)
+        self.rest = RestApi(self.published, self.options.rest_weight_limit, self.market)
         self.connections: dict[int, Connection] = {}
         self.finished = asyncio.Event()
         self.malformed_sent = 0
@@ -100,7 +102,8 @@ class Emulator:
         self._periods = _loop_periods(tape)
         self.host, self.port = self.options.host, 0
         self._refuse_until = 0.0  # monotonic (rule 5)
-        self._drop_at: tuple[int, float] | None = None  # (published count, refuse seconds)
+        # (published count, refuse seconds, only connections carrying this stream)
+        self._drop_at: tuple[int, float, str | None] | None = None
         self.geo_blocked = False
         self.refused = 0  # handshakes refused (rule 5, 6)
 
@@ -201,9 +204,14 @@ class Emulator:
             await self._progress.wait()
 
     # -- faults ------------------------------------------------------------------------
-    def drop_connections(self) -> int:
-        """Cut every connection's TCP stream without a close frame; returns how many."""
-        conns = list(self.connections.values())
+    def drop_connections(self, stream: str | None = None, cid: int | None = None) -> int:
+        """Cut every connection's TCP stream without a close frame (or only those subscribed
+        to ``stream``, or connection ``cid``: a fault on one connection); returns how many."""
+        conns = [
+            c
+            for c in self.connections.values()
+            if (stream is None or stream in c.subs.streams) and (cid is None or c.cid == cid)
+        ]
         for conn in conns:
             conn.abort()
         return len(conns)
@@ -212,10 +220,26 @@ class Emulator:
         """Answer every WebSocket handshake HTTP 503 for ``seconds`` (rule 5)."""
         self._refuse_until = time.monotonic() + seconds
 
-    def drop_at(self, published: int, refuse_seconds: float = 0.0) -> None:
-        """Drop every connection when ``published`` trades are out, then refuse new ones for
-        ``refuse_seconds`` (rule 5)."""
-        self._drop_at = (published, refuse_seconds)
+    def drop_at(
+        self, published: int, refuse_seconds: float = 0.0, stream: str | None = None
+    ) -> None:
+        """Drop every connection (or those subscribed to ``stream``) when ``published`` trades
+        are out, then refuse new ones for ``refuse_seconds`` (rule 5)."""
+        self._drop_at = (published, refuse_seconds, stream)
+
+    def list_symbol(self, symbol: str) -> bool:
+        """``symbol`` (on the tape) starts trading now (:mod:`tradepipe.replay.market`)."""
+        listed = self.market.list(symbol)
+        if listed:
+            self.log(f"listed {symbol.upper()} after {self.published.count} trades")
+        return listed
+
+    def delist_symbol(self, symbol: str) -> bool:
+        """``symbol`` stops trading now: its remaining tape trades are never published."""
+        delisted = self.market.delist(symbol)
+        if delisted:
+            self.log(f"delisted {symbol.upper()} after {self.published.count} trades")
+        return delisted
 
     def geo_block(self, blocked: bool = True) -> None:
         """Answer handshakes and REST with HTTP 451 (rule 6)."""
@@ -272,6 +296,7 @@ class Emulator:
             "rest_failed": self.rest.failed_requests,
             "refused": self.refused,
             "geo_blocked": self.geo_blocked,
+            "not_trading": sorted(s for s, st in self.market.status.items() if st != "TRADING"),
         }
 
     # -- WebSocket ---------------------------------------------------------------------
@@ -327,7 +352,10 @@ class Emulator:
         shift_ms = cycle * self._periods.time
         since_yield = 0
         plan = self._malformed_plan if cycle == 0 else {}
+        trading = self.market.trading
         for position, trade in enumerate(trades):
+            if not trading(trade.symbol):  # market rule 2: unlisted or delisted
+                continue
             data_ms = trade.time_ms + shift_ms
             self._pending_ms = data_ms
             if self.clock.seconds_until(data_ms) > 0:
@@ -373,10 +401,10 @@ class Emulator:
 
     def _publish(self, trade: Trade, event: dict[str, Any]) -> None:
         if self._drop_at is not None and self.published.count >= self._drop_at[0]:
-            refuse = self._drop_at[1]
+            _, refuse, only = self._drop_at
             self._drop_at = None
             self.log(f"dropping connections after {self.published.count} trades")
-            self.drop_connections()
+            self.drop_connections(only)
             if refuse > 0:
                 self.refuse_connections(refuse)
         a, p, q, f, l, t = (event[k] for k in ("a", "p", "q", "f", "l", "T"))  # noqa: E741
