@@ -186,8 +186,9 @@ class Pipeline:
         await self.sink.start()
         await self.sink.wait_for("sink_started", 60)
 
-    def sink_environment(self) -> dict[str, str]:
-        """What a ``tradepipe sink`` of this pipeline runs with (one more joins the group)."""
+    def sink_environment(self, spool: str = "spool") -> dict[str, str]:
+        """What a ``tradepipe sink`` of this pipeline runs with (one more joins the group:
+        with a spool folder of its own, ``spool``; two sinks cannot share one)."""
         return {
             "TRADEPIPE_KAFKA_BOOTSTRAP_SERVERS": self.kafka,
             "TRADEPIPE_KAFKA_TOPIC": self.topic,
@@ -200,7 +201,7 @@ class Pipeline:
             "TRADEPIPE_SINK_GRACE_SECONDS": f"{self.plan.grace_seconds:g}",
             "TRADEPIPE_SINK_MAX_OBJECT_TRADES": str(self.plan.max_object_trades),
             "TRADEPIPE_SINK_METRICS_LISTEN": "127.0.0.1:0",
-            "TRADEPIPE_SINK_SPOOL_DIR": str(self.dir / "spool"),
+            "TRADEPIPE_SINK_SPOOL_DIR": str(self.dir / spool),
             "TRADEPIPE_LOG_LEVEL": "info",
             **self.plan.sink_env,
         }

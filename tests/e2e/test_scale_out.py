@@ -36,7 +36,8 @@ async def test_two_sinks_one_killed_again_and_again_keep_every_trade_once(
     # small objects: many puts and commits, so kills land between a put and its commit too
     plan = {"speed": 3, "max_object_trades": 40, "producer_env": PARTITIONS, "sink_env": PER_MINUTE}
     async with start_pipeline(**plan) as p:
-        other = Service("sink-b", ["sink"], p.sink_environment(), p.dir / "sink-b.log")
+        env = p.sink_environment(spool="spool-b")  # a spool of its own, as on another host
+        other = Service("sink-b", ["sink"], env, p.dir / "sink-b.log")
         await other.start()
         try:
             await other.wait_for("sink_started", 60)

@@ -6,6 +6,7 @@ transaction survives in part)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 import sqlite3
@@ -159,3 +160,32 @@ async def test_sigkill_during_writes_leaves_every_reported_transaction_and_no_pa
     # and it goes on: the spool is writable after the crash
     assert spool.append(TOPIC, 0, [Entry(state.next_offset, "X", 0, b"{}")]) == 1
     spool.close()
+
+
+async def test_a_second_sink_on_the_same_spool_is_refused_with_the_holders_pid(
+    tmp_path: Path,
+) -> None:
+    """Two processes on one spool would cut, put and trim each other's records: the second
+    open fails with the directory and the first one's pid; the lock goes with the first
+    process (SIGKILL included: the kernel releases it), and the spool then opens."""
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c",
+        "import sys, time; from tradepipe.sink.spool import SpoolFile; "
+        "SpoolFile(sys.argv[1]); print('open', flush=True); time.sleep(120)",
+        str(tmp_path / SPOOL_FILE), stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert holder.stdout is not None
+    try:
+        assert (await asyncio.wait_for(holder.stdout.readline(), 60)).strip() == b"open"
+        with pytest.raises(SpoolError, match=rf"in use by another sink \(pid {holder.pid}\)"):
+            SpoolFile(tmp_path / SPOOL_FILE)
+        with pytest.raises(SpoolError, match=r"sink\.spool_dir of its own"):
+            await Spool.open(tmp_path)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        await holder.wait()
+    spool = SpoolFile(tmp_path / SPOOL_FILE)  # released with the process
+    with pytest.raises(SpoolError, match=rf"pid {os.getpid()}"):
+        SpoolFile(tmp_path / SPOOL_FILE)  # one process, two opens: refused too
+    spool.close()
+    SpoolFile(tmp_path / SPOOL_FILE).close()  # and released by close()

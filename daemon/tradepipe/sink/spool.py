@@ -36,11 +36,20 @@ Schema (``user_version`` 1):
 
 All calls block (disk I/O, fsync): :class:`Spool` runs them in one dedicated thread (a SQLite
 connection belongs to its thread), never on the event loop.
+
+One spool, one sink: the spool holds partitions that another sink of the group may own now (a
+rebalance leaves what was spooled here to be put from here), and at start every partition in it
+is resumed. Two processes on one spool would each cut, put and trim the other's records, so
+opening takes an exclusive lock (``flock`` on ``sink-spool.lock`` beside the database, holding
+the owner's pid) for as long as the spool is open; a second sink on the same ``sink.spool_dir``
+stops at start-up with :class:`SpoolError` naming the directory and the holder's pid.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -53,6 +62,7 @@ from typing import Literal, TypeVar
 from tradepipe.sink.checkpoint import Checkpoint, CheckpointError
 
 SPOOL_FILE = "sink-spool.sqlite3"
+LOCK_FILE = "sink-spool.lock"
 SCHEMA_VERSION = 1
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -115,8 +125,13 @@ class SpoolFile:
     def __init__(self, path: str | Path, synchronous: Synchronous = "FULL") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = _lock(self.path.parent / LOCK_FILE)
+        try:
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except BaseException:
+            os.close(self._lock)
+            raise
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
@@ -131,13 +146,16 @@ class SpoolFile:
             self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         except sqlite3.DatabaseError as exc:
             self._db.close()
+            os.close(self._lock)
             raise SpoolError(f"{self.path}: not a usable spool: {exc}") from exc
         except BaseException:
             self._db.close()
+            os.close(self._lock)
             raise
 
     def close(self) -> None:
         self._db.close()
+        os.close(self._lock)  # releases the flock
 
     # ------------------------------------------------------------------ reads
 
@@ -296,6 +314,27 @@ class SpoolFile:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+
+def _lock(path: Path) -> int:
+    """An exclusive ``flock`` on ``path`` (created), holding this process's pid; the open
+    descriptor keeps it until closed (or the process dies: the kernel releases it)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise SpoolError(
+            f"{path.parent}: the spool is in use by another sink (pid {holder}); every sink "
+            "needs a sink.spool_dir of its own (TRADEPIPE_SINK_SPOOL_DIR)"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 class Spool:
