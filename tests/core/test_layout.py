@@ -19,7 +19,7 @@ from tradepipe.core import (
 )
 
 MINUTE = 1_617_566_580_000  # 2021-04-04 20:03 UTC
-NAME = sink_object_name("aggtrades", 3, 1234)
+NAME = sink_object_name("aggtrades", 3, 1234, 5678)
 
 
 @pytest.mark.parametrize(

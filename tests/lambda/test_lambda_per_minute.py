@@ -21,7 +21,7 @@ def market() -> list[Trade]:
 
 def per_minute_key(minute_ms: int, first_offset: int) -> str:
     minute = (minute_ms // MINUTE_MS) % 60
-    name = sink_object_name("aggtrades", 0, first_offset)
+    name = sink_object_name("aggtrades", 0, first_offset, first_offset + 999)
     return f"trades/date=2021-04-04/hour=20/minute={minute:02d}/{name}"
 
 

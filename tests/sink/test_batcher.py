@@ -220,7 +220,10 @@ def test_real_trades_one_object_per_symbol_minute() -> None:
     # the final commit holds nothing and points past the last record
     assert flushes[-1].checkpoint.offset == len(log) and flushes[-1].checkpoint.held == ()
     for b in batches:
-        assert parse_key(b.key("trades")).name == f"aggtrades+0+{b.first_offset:020d}.ndjson.gz"
+        assert (
+            parse_key(b.key("trades")).name
+            == f"aggtrades+0+{b.first_offset:020d}+{b.last_offset:020d}.ndjson.gz"
+        )
         assert gzip.decompress(b.body()).splitlines() == list(b.lines)
 
 
@@ -283,7 +286,8 @@ def test_real_trades_one_object_per_minute_across_symbols() -> None:
     assert sum(len(b.lines) for b in batches) == len(log) == 1227 + 506 + 177
     for b in batches:
         key = parse_key(b.key("trades"))
-        assert key.symbol is None and key.name == f"aggtrades+0+{b.first_offset:020d}.ndjson.gz"
+        assert key.symbol is None
+        assert key.name == f"aggtrades+0+{b.first_offset:020d}+{b.last_offset:020d}.ndjson.gz"
         assert b.key("trades").startswith("trades/date=2021-04-04/hour=20/minute=0")
         symbols = {parse_event(line).symbol for line in b.lines}
         assert symbols == {"BTCUSDT", "ETHUSDT", "DOTUSDT"}

@@ -18,9 +18,12 @@ Rules:
 3. **Content:** gzip-compressed NDJSON, one raw aggTrade event JSON object per line. Every
    line carries its own symbol (``s``), so a reader needs nothing from the key.
 4. **Names.** ``<name>`` is unique per object. The built-in sink uses ``<topic>+<partition>+<first
-   offset, 20 digits>`` (Kafka Connect's scheme): the same records after a crash give the same
-   key, in either layout. Vector uses ``<unix time>-<uuid>``. Readers must not rely on the
-   name, and must de-duplicate by trade (symbol, aggregate id).
+   offset, 20 digits>+<last offset, 20 digits>`` (Kafka Connect's scheme, and the last offset):
+   the same records after a crash give the same key, in either layout, and one key never holds
+   two different sets of records (two sinks that both cut a partition's records after a
+   rebalance write two keys, never one key twice with different contents). Vector uses
+   ``<unix time>-<uuid>``. Readers must not rely on the name, and must de-duplicate by trade
+   (symbol, aggregate id).
 5. **Parsing.** :func:`parse_key` accepts both layouts; ``symbol`` is ``None`` for a
    per-minute key. Rejected input lines are copied under ``rejected/`` at the bucket root,
    outside the prefix.
@@ -83,9 +86,10 @@ def object_key(prefix: str, group: str, minute_ms: int, name: str) -> ObjectKey:
     return ObjectKey(prefix, None if group == EVERY_SYMBOL else group, minute_ms, name)
 
 
-def sink_object_name(topic: str, partition: int, first_offset: int) -> str:
-    """Deterministic name of a built-in sink object (Kafka Connect's scheme)."""
-    return f"{topic}+{partition}+{first_offset:020d}{OBJECT_SUFFIX}"
+def sink_object_name(topic: str, partition: int, first_offset: int, last_offset: int) -> str:
+    """Deterministic name of a built-in sink object: Kafka Connect's scheme (topic, partition,
+    first offset) and the last offset, so two objects with one name hold the same records."""
+    return f"{topic}+{partition}+{first_offset:020d}+{last_offset:020d}{OBJECT_SUFFIX}"
 
 
 def parse_key(key: str) -> ObjectKey:

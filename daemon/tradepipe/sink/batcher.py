@@ -7,10 +7,11 @@ in-process broker the same way.
 Rules:
 
 1. **Grouping.** An object holds records of ONE partition for one (group, trade minute), in
-   offset order, and is named by its first offset (``topic+partition+first_offset``, Kafka
-   Connect's scheme). The group is the layout's (:func:`tradepipe.core.group_of`): the symbol
-   (``per_symbol``) or every symbol (``per_minute``). A record joins the open object of its
-   (group, minute), or opens one.
+   offset order, and is named by its first and last offsets
+   (``topic+partition+first_offset+last_offset``: Kafka Connect's scheme, and the last offset so
+   that one name never holds two different sets of records). The group is the layout's
+   (:func:`tradepipe.core.group_of`): the symbol (``per_symbol``) or every symbol
+   (``per_minute``). A record joins the open object of its (group, minute), or opens one.
 2. **Watermark.** ``W`` is the highest trade time ``T`` seen in the partition. Only records move
    it (never the wall clock), so every decision below is a function of the record sequence.
 3. **Due (record time).** After each record, an open object of minute ``m`` is due when
@@ -69,7 +70,7 @@ class Batch:
 
     @property
     def name(self) -> str:
-        return sink_object_name(self.topic, self.partition, self.first_offset)
+        return sink_object_name(self.topic, self.partition, self.first_offset, self.last_offset)
 
     def key(self, prefix: str) -> str:
         return str(object_key(prefix, self.symbol, self.minute_ms, self.name))
