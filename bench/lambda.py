@@ -39,7 +39,8 @@ import boto3
 import msgspec
 import pymysql
 
-from tradepipe.core import MINUTE_MS, Trade, decompress, iter_trades, sink_object_name
+from tradepipe.core import MINUTE_MS, decompress, sink_object_name
+from tradepipe.core.batch import read_batch
 from tradepipe.store import Store, connect, migrate, parse_db_url
 from tradepipe.store.url import MysqlUrl
 
@@ -153,7 +154,8 @@ def main() -> int:
             if args.symbols > 1:
                 lines = market_minute(args.trades, args.symbols, seed=i, minute_ms=start)
                 when = time.strftime("%Y-%m-%d/hour=%H/minute=%M", time.gmtime(start / 1000))
-                key = f"trades/date={when}/{sink_object_name('aggtrades', 0, i * args.trades)}"
+                first, last = i * args.trades, (i + 1) * args.trades - 1
+                key = f"trades/date={when}/{sink_object_name('aggtrades', 0, first, last)}"
             else:
                 lines = generate(args.trades, seed=i, start_ms=start)
                 key = f"trades/bench/{i:04d}.ndjson.gz"
@@ -173,7 +175,7 @@ def main() -> int:
         t0 = time.perf_counter()
         body = s3.get_object(Bucket=bucket, Key=keys[1])["Body"].read()
         t1 = time.perf_counter()
-        trades = [t for t in iter_trades(decompress(body, "b"), "b") if isinstance(t, Trade)]
+        trades, _ = read_batch(decompress(body, "b"), "b")  # as the handler reads it
         parse_ms = (time.perf_counter() - t1) * 1000
         store = Store(url)
         store.connection()  # warm, like the handler's
@@ -182,7 +184,7 @@ def main() -> int:
         t3 = time.perf_counter()
         store.close()
         what = f"per-minute, {args.symbols} symbols" if args.symbols > 1 else "one symbol"
-        rows = len({(t.symbol, t.time_ms // MINUTE_MS) for t in trades})
+        rows = len(trades.keys())
         print(f"{args.trades:,}-trade object ({what}, {rows} rows, {len(bodies[1]):,} bytes gzip), "
               f"{args.runs} runs:")  # fmt: skip
         print(f"  new object:       {ms(new)} per invocation; CPU {ms(new_cpu)}")

@@ -39,12 +39,14 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from tradepipe.config import KafkaSettings
 from tradepipe.core import Trade
 from tradepipe.replay import Emulator, ReplayOptions, tape_of
 from tradepipe.replay.sample import Bursts, market_tape
@@ -90,14 +92,19 @@ def gauge(metrics: dict[str, list[object]], name: str) -> float:
     return sum(s.value for s in metrics.get(name, []))  # type: ignore[attr-defined]
 
 
-def percentile(
-    metrics: dict[str, list[object]], q: float, name: str = "tradepipe_trade_to_kafka_seconds"
-) -> float:
-    buckets = sorted(
+def buckets_of(
+    metrics: dict[str, list[object]], name: str = "tradepipe_trade_to_kafka_seconds"
+) -> list[tuple[float, float]]:
+    """A histogram's cumulative buckets: (upper bound, count), sorted."""
+    return sorted(
         (float(s.labels["le"]), s.value)  # type: ignore[attr-defined]
         for s in metrics[name]
         if s.name.endswith("_bucket")  # type: ignore[attr-defined]
     )
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Interpolated within the bucket that holds the q-quantile."""
     total = buckets[-1][1]
     target = q * total
     prev_le, prev_count = 0.0, 0.0
@@ -111,23 +118,73 @@ def percentile(
     return prev_le
 
 
+def percentile(
+    metrics: dict[str, list[object]], q: float, name: str = "tradepipe_trade_to_kafka_seconds"
+) -> float:
+    return quantile(buckets_of(metrics, name), q)
+
+
+def windows(samples: list[Sample], every: float) -> list[dict[str, object]]:
+    """Per ``every`` seconds of a long run (from the scrapes): CPU share, trade->ack p99 of the
+    trades acknowledged in that window (histogram deltas), RSS at its end, acknowledged/s."""
+    out: list[dict[str, object]] = []
+    start = samples[0]
+    for s in samples[1:]:
+        if s.at - start.at < every and s is not samples[-1]:
+            continue
+        dt = s.at - start.at
+        delta = [(le, c1 - c0) for (le, c1), (_, c0) in zip(s.lat, start.lat, strict=True)]
+        recv = [(le, c1 - c0) for (le, c1), (_, c0) in zip(s.recv, start.recv, strict=True)]
+        if delta[-1][1] > 0:
+            out.append({
+                "from_min": round((start.at - samples[0].at) / 60, 1),
+                "to_min": round((s.at - samples[0].at) / 60, 1),
+                "cpu_share": round((s.cpu - start.cpu) / dt, 3),
+                "p50_ms": round(quantile(delta, 0.5) * 1000, 2),
+                "p99_ms": round(quantile(delta, 0.99) * 1000, 2),
+                "recv_to_ack_p99_ms": round(quantile(recv, 0.99) * 1000, 2),
+                "rss_mb": round(s.rss_kb / 1024, 1),
+                "acked_per_s": round((s.acked - start.acked) / dt),
+            })  # fmt: skip
+        start = s
+    return out
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float
+    cpu: float
+    rss_kb: int
+    acked: float
+    lat: list[tuple[float, float]]
+    recv: list[tuple[float, float]]
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def phase(
+async def phase(  # noqa: C901 - one measurement loop, kept in one piece
     name: str,
     trades: list[Trade],
     speed: float,
     args: argparse.Namespace,
     feed_env: dict[str, str] | None = None,
     streams: int = 1,
+    scrape_every: float = 0.05,
+    loop_for: float | None = None,
+    window: float = 300.0,
 ) -> dict:
+    scrapes = 0
+    samples: list[Sample] = []
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     port = 19000 + os.getpid() % 1000
+    # loop_for: the tape starts over (ids and times go on) until that many seconds have passed;
+    # REST keeps only the newest trades then, so the bench's memory stays bounded
     opts = ReplayOptions(speed=speed, rebase_time=True, queue_high_water=200_000,
-                         slow_client_seconds=60, start_now=True)  # fmt: skip
+                         slow_client_seconds=60, start_now=True, loop=loop_for is not None,
+                         rest_history=5_000_000 if loop_for is None else 20_000)  # fmt: skip
     workdir = Path(tempfile.mkdtemp(prefix="bench-produce-"))
     notify_path = str(workdir / "notify.sock")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -172,32 +229,54 @@ async def phase(
         emu_queue_max, buffered_max = 0, 0.0
         last_at = None
         done = 0.0
+        scraped_at, market_end = 0.0, None
         async with aiohttp.ClientSession() as http:
-            deadline = time.monotonic() + 600
+            deadline = time.monotonic() + 600 + 60 * (args.soak_minutes or args.minutes)
             while time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
+                rss.append(rss_kb(proc.pid, "VmRSS"))
+                queued = max((len(c.queue) for c in emu.connections.values()), default=0)
+                emu_queue_max = max(emu_queue_max, queued)
+                if time.monotonic() - cpu_samples[-1][0] >= 1.0:
+                    cpu_samples.append((time.monotonic(), cpu_seconds(proc.pid)))
+                looped = loop_for is not None and time.monotonic() - first_at >= loop_for
+                if market_end is None and (emu.finished.is_set() or looped):
+                    emu.pause()  # a looped tape: nothing more is published from now on
+                    market_end = (time.monotonic(), cpu_seconds(proc.pid))
+                # scraping /metrics costs the producer CPU (its page grows with the symbol
+                # count): scrape as often as --scrape-every says, and every 0.25 s once the
+                # emulator has published everything (to see the last acknowledgement)
+                every = 0.25 if market_end else scrape_every
+                if time.monotonic() - scraped_at < every:
+                    continue
                 try:
                     m = await scrape(http, url)
                 except aiohttp.ClientError:
                     continue
-                rss.append(rss_kb(proc.pid, "VmRSS"))
-                queued = max((len(c.queue) for c in emu.connections.values()), default=0)
-                emu_queue_max = max(emu_queue_max, queued)
+                scraped_at = time.monotonic()
+                scrapes += 1
                 buffered_max = max(buffered_max, gauge(m, "tradepipe_buffered_messages"))
-                if time.monotonic() - cpu_samples[-1][0] >= 1.0:
-                    cpu_samples.append((time.monotonic(), cpu_seconds(proc.pid)))
                 now_done = produced(m)
+                if market_end is None:
+                    samples.append(Sample(scraped_at, cpu_seconds(proc.pid), rss[-1], now_done,
+                                          buckets_of(m), buckets_of(m, RECV)))  # fmt: skip
                 if now_done > done:
                     last_at = time.monotonic()
                     done = now_done
-                if done >= len(trades) or (emu.finished.is_set() and done >= emu.published.count):
+                if (loop_for is None and done >= len(trades)) or (
+                    market_end is not None and done >= emu.published.count
+                ):
                     break
                 # a producer that stops making progress (e.g. a gap it cannot fill) must not
-                # hang the benchmark: stop once nothing moved for 3 s and report the count
-                if done > 0 and time.monotonic() - (last_at or 0) > 3:
+                # hang the benchmark: stop once nothing moved for 3 s past a scrape interval
+                # and report the count
+                if done > 0 and time.monotonic() - (last_at or 0) > 3 + every:
                     break
             m = await scrape(http, url)
         cpu_last, wall_last = cpu_seconds(proc.pid), time.monotonic()
+        if market_end is not None and speed > 0:
+            # the CPU share while the market ran (not the idle wait for the last scrape)
+            wall_last, cpu_last = market_end
         peak = rss_kb(proc.pid, "VmHWM")
         published = emu.published.count
         proc.terminate()
@@ -230,6 +309,9 @@ async def phase(
         "compression": args.compression,
         "linger_ms": args.linger_ms,
         "buffer": args.buffer,
+        "scrapes": scrapes,
+        "windows": windows(samples, window) if loop_for is not None and samples else None,
+        "scrape_every_s": scrape_every,
     }  # fmt: skip
     print(json.dumps(out), flush=True)
     return out
@@ -241,7 +323,12 @@ async def main() -> None:
     ap.add_argument("--rate", type=int, default=5_000)
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--compression", default="none")
-    ap.add_argument("--linger-ms", type=int, default=0)
+    ap.add_argument(
+        "--linger-ms",
+        type=int,
+        default=KafkaSettings().linger_ms,
+        help="kafka.linger_ms (default: the setting's default)",
+    )
     ap.add_argument("--buffer", type=int, default=50_000, help="kafka.buffer_max_messages")
     ap.add_argument("--kafka", default=os.environ.get("TRADEPIPE_TEST_KAFKA", "127.0.0.1:39092"))
     ap.add_argument("--only", choices=("throughput", "latency"))
@@ -249,6 +336,18 @@ async def main() -> None:
     ap.add_argument("--minutes", type=int, default=3, help="--symbols: real minutes of market")
     ap.add_argument("--burst-x", type=float, default=10.0, help="--symbols: burst multiplier")
     ap.add_argument("--per-connection", type=int, default=200, help="--symbols: streams/conn")
+    ap.add_argument(
+        "--soak-minutes",
+        type=float,
+        help="--symbols: loop the --minutes market for this long; per --window figures",
+    )
+    ap.add_argument("--window", type=float, default=300.0, help="--soak-minutes: seconds")
+    ap.add_argument(
+        "--scrape-every",
+        type=float,
+        default=15.0,
+        help="--symbols: seconds between scrapes of /metrics (Prometheus' 15 s)",
+    )
     args = ap.parse_args()
     results = []
     if args.symbols:
@@ -260,7 +359,9 @@ async def main() -> None:
             "TRADEPIPE_FEED_MAX_STREAMS_PER_CONNECTION": str(args.per_connection),
         }
         out = await phase(f"market-{args.symbols}", list(tape.trades), 1.0, args, env,
-                          streams=args.symbols)  # fmt: skip
+                          streams=args.symbols, scrape_every=args.scrape_every,
+                          loop_for=args.soak_minutes * 60 if args.soak_minutes else None,
+                          window=args.window)  # fmt: skip
         out.update(symbols=args.symbols, mean_rate=round(len(tape.trades) / args.minutes / 60),
                    burst_x=args.burst_x, minutes=args.minutes)  # fmt: skip
         print(json.dumps(out, indent=1))

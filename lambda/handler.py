@@ -49,7 +49,8 @@ from typing import Any
 import boto3
 import pymysql
 
-from tradepipe.core import Rejected, Trade, decompress, iter_trades
+from tradepipe.core import Rejected, decompress
+from tradepipe.core.batch import read_batch
 from tradepipe.core.layout import REJECTED_PREFIX
 from tradepipe.store import DbUrl, Store, parse_db_url
 
@@ -182,13 +183,8 @@ def process_record(
         get["VersionId"] = version
     body = _s3(config).get_object(**get)["Body"].read()  # missing/unreadable: raises
     data = decompress(body, f"s3://{bucket}/{key}")  # truncated gzip: SourceError
-    trades: list[Trade] = []
-    rejected: list[Rejected] = []
-    for item in iter_trades(data, key, None, int(time.time() * 1000)):
-        if isinstance(item, Trade):
-            trades.append(item)
-        else:
-            rejected.append(item)
+    # the parser's fields, no Trade per line (tradepipe/core/batch.py)
+    trades, rejected = read_batch(data, key, None, int(time.time() * 1000))
     result = _store(config).upsert(trades, deadline=deadline)
     if rejected:  # after the upsert: a failed quarantine put never holds back good trades
         _quarantine(config, bucket, key, rejected)

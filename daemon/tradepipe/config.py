@@ -208,10 +208,11 @@ class KafkaSettings(_Section, frozen=True):
         int,
         msgspec.Meta(ge=0),
         _meta(
-            "0: the producer batches by itself (one chunk in flight, chunks grow with the load); "
-            "5 ms measured p50 13 ms vs 1 ms receive->ack at 5,000 msg/s"
+            "how long a trade may wait for others to join its Kafka request (linger.ms; one "
+            "request in flight, so requests grow with the load anyway); 400 symbols at 3,000 "
+            "msg/s: 5 ms cost 20 % of a core, trade->ack p99 13 ms; 0: 36 %, 8 ms"
         ),
-    ] = 0
+    ] = 5
     max_batch_size: Annotated[Count, _meta("bytes per partition batch (aiokafka's)")] = 262_144
     compression_type: Annotated[
         Literal["none", "gzip"],

@@ -1,20 +1,27 @@
-"""The bulk path (aggregate_lines: no Trade per line) gives what iter_trades + aggregate give."""
+"""The bulk paths (aggregate_lines, and TradeBatch / read_batch of the Lambda and the store: no
+Trade per line) give what iter_trades + aggregate give."""
 
 from __future__ import annotations
 
+import functools
 import io
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.conftest import unavailable
 from tests.core.helpers import BASE_T, event
 
 from tradepipe.core import Rejected, Trade, aggregate, iter_trades
-from tradepipe.core.aggregate import Aggregator
+from tradepipe.core.aggregate import MINUTE_MS, Aggregator
+from tradepipe.core.batch import TradeBatch, read_batch
+from tradepipe.core.idranges import IdRanges
 from tradepipe.core.sources import aggregate_lines
 
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "binance"
 texts = st.sampled_from(
     [
         "97123.45000000",
@@ -79,6 +86,12 @@ def test_fast_path_equals_ordinary_path(body: list[bytes]) -> None:
     rejects = list(aggregate_lines(io.BytesIO(data), "x", agg))
     assert agg.result() == expected_rows
     assert [(r.lineno, r.raw, r.error.reason) for r in rejects] == expected_rejects
+    batch, batch_rejects = read_batch(data, "x")
+    good = [t for t in ordinary if isinstance(t, Trade)]
+    assert batch.aggregate() == expected_rows
+    assert [(r.lineno, r.raw, r.error.reason) for r in batch_rejects] == expected_rejects
+    assert list(batch.trades()) == good
+    assert TradeBatch.of_trades(good).fields == batch.fields
 
 
 HEADS = [b"\xef\xbb\xbf", b"\xef\xbb", b"\xbf", b"", b"  ", b"\r", b"\x0b", b"hello", b"[1]",
@@ -97,3 +110,27 @@ def test_first_lines_are_read_the_same_by_both_paths(head: bytes) -> None:
     assert [(r.lineno, r.raw, r.error.reason) for r in rejects] == [
         (r.lineno, r.raw, r.error.reason) for r in ordinary if isinstance(r, Rejected)
     ]
+
+
+def test_a_batch_of_the_recorded_market_aggregates_and_excludes_as_trades_do() -> None:
+    paths = sorted(DATA.glob("*.aggTrade.ndjson"))
+    if not paths:
+        unavailable(f"the recorded aggTrades in {DATA}")
+    for path in paths:
+        data = path.read_bytes()
+        ordinary = list(iter_trades(data, path.name))
+        good = [t for t in ordinary if isinstance(t, Trade)]
+        batch, rejects = read_batch(data, path.name)
+        assert len(batch) == len(good) > 0
+        assert len(rejects) == len(ordinary) - len(good)
+        assert batch.keys() == sorted({(t.symbol, t.time_ms // MINUTE_MS * MINUTE_MS)
+                                       for t in good})  # fmt: skip
+        # ids already stored for every second minute: excluded the same way on both paths
+        stored = {key: IdRanges.from_ids(t.agg_id for t in good if t.agg_id % 3 == 0)
+                  for key in batch.keys()[::2]}  # fmt: skip
+        exclude = functools.partial(lambda held, key: held.get(key, IdRanges()), stored)
+        assert batch.aggregate(exclude) == aggregate(good, exclude=exclude)
+        some = set(batch.keys()[1::3])
+        assert batch.only(some).aggregate() == aggregate(
+            t for t in good if (t.symbol, t.time_ms // MINUTE_MS * MINUTE_MS) in some
+        )

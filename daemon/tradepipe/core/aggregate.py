@@ -284,6 +284,12 @@ def _units(value: Decimal) -> int:
     return int(value.scaleb(8, EXACT).to_integral_exact(context=EXACT))
 
 
+def trade_units(t: Trade) -> tuple[str, int, int, int, int, int, int, bool]:
+    """A :class:`Trade` as the parser's ``Fields`` (amounts in exact 1e-8 units)."""
+    return (t.symbol, t.agg_id, _units(t.price), _units(t.quantity), t.first_id, t.last_id,
+            t.time_ms, t.buyer_is_maker)  # fmt: skip
+
+
 def aggregate(
     trades: Iterable[Trade], exclude: Callable[[MinuteKey], IdRanges] | None = None
 ) -> dict[MinuteKey, MinutePartial]:

@@ -48,6 +48,7 @@ class MinuteReader:
 
     async def checks(self, symbol: str, start: str, end: str) -> list[tuple[str, str]]:
         return await self._run(self.reads.checks, symbol, start, end)
+
     async def series(self, symbol: str, start: str, end: str) -> list[dict[str, SeriesValue]]:
         return await self._run(self.reads.series, symbol, start, end)
 

@@ -150,7 +150,7 @@ class KafkaOutput:
             client_id="tradepipe-producer",
             acks="all",
             enable_idempotence=True,
-            linger_ms=s.linger_ms,
+            linger_ms=0,  # kafka.linger_ms is the publisher's: it hands over finished batches
             max_batch_size=s.max_batch_size,
             compression_type=None if s.compression_type == "none" else s.compression_type,
             request_timeout_ms=s.request_timeout_ms,

@@ -56,6 +56,10 @@ class Outbox:
         while self._sent >= len(self._records):
             self._unsent.clear()
             await self._unsent.wait()
+        return self.take_now(max_records)
+
+    def take_now(self, max_records: int) -> list[Record]:
+        """Mark up to ``max_records`` unsent records sent (none waiting: an empty list)."""
         start = self._sent
         stop = min(len(self._records), start + max_records)
         chunk = [self._records[i] for i in range(start, stop)]

@@ -2,9 +2,16 @@
 
 The loop: take whatever is waiting (up to ``max_chunk``), publish it, and on acknowledgement
 forget it and record metrics. While a chunk is in flight the next one accumulates, so chunk
-size follows the load. On :class:`OutputUnavailable` the chunk stays in the outbox: the output is
-restarted (retried until it works: :class:`tradepipe.retry.RetryForever`, each failure counted
-in ``tradepipe_kafka_errors_total`` and logged) and everything unacknowledged is published again.
+size follows the load. ``linger`` (``kafka.linger_ms``, Kafka's ``linger.ms`` done here, where
+the batches are built) lets a chunk whose oldest record is younger than that wait until it is
+that old, gathering the records that arrive meanwhile: at moderate rates on a fast broker the
+acknowledgement comes back so quickly that chunks hold a few records each, and the cost of a
+request (aiokafka's encoding, futures, the event loop) is paid per chunk. Under load the oldest
+record has waited longer already, so a full or old chunk never waits.
+
+On :class:`OutputUnavailable` the chunk stays in the outbox: the output is restarted (retried
+until it works: :class:`tradepipe.retry.RetryForever`, each failure counted in
+``tradepipe_kafka_errors_total`` and logged) and everything unacknowledged is published again.
 That resend can duplicate a record the broker had in fact written before failing (a lost
 acknowledgement): delivery into the broker is at-least-once under broker faults, and readers
 de-duplicate by (symbol, aggregate id) as the whole pipeline does.
@@ -44,6 +51,7 @@ class Publisher:
         outbox: Outbox,
         metrics: ProducerMetrics,
         max_chunk: int = 5_000,
+        linger: float = 0.0,
         retry: RetryForever | None = None,
         on_ack: AckHook | None = None,
         on_started: Callable[[], None] = lambda: None,
@@ -51,7 +59,7 @@ class Publisher:
         on_settled: Callable[[Sequence[Record]], None] = lambda _: None,
     ) -> None:
         self.output, self.outbox, self.metrics = output, outbox, metrics
-        self.max_chunk = max_chunk
+        self.max_chunk, self.linger = max_chunk, linger
         self.retry = retry or RetryForever()
         self.on_ack = on_ack
         self.on_started = on_started
@@ -81,6 +89,8 @@ class Publisher:
             await self.start_output()
         while True:
             chunk = await self.outbox.take(self.max_chunk)
+            if self.linger > 0 and len(chunk) < self.max_chunk:
+                chunk = await self._linger(chunk)
             rejected: list[Rejection] = []
             try:
                 await self.output.publish(chunk)
@@ -96,6 +106,14 @@ class Publisher:
                 await self.start_output()
                 continue
             self._acked(chunk, rejected)
+
+    async def _linger(self, chunk: list[Record]) -> list[Record]:
+        """Wait until the chunk's oldest record is ``linger`` old; take what came meanwhile."""
+        wait = chunk[0].received_at + self.linger - time.monotonic()
+        if wait <= 0:
+            return chunk
+        await asyncio.sleep(wait)
+        return chunk + self.outbox.take_now(self.max_chunk - len(chunk))
 
     def _quarantine(self, rejected: Sequence[Rejection]) -> None:
         for r in rejected:

@@ -111,6 +111,8 @@ class Producer:
         self.quarantine = Quarantine(feed.quarantine_path, feed.quarantine_max_bytes)
         self.publisher = Publisher(
             self.output, self.outbox, self.metrics,
+            # an injected output (local mode's in-process broker) has no request to save
+            linger=kafka.linger_ms / 1000 if options.output is None else 0.0,
             on_ack=options.on_ack, on_started=self._maybe_ready,
             quarantine=self.quarantine, on_settled=self._settled,
         )  # fmt: skip

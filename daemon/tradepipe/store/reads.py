@@ -178,6 +178,7 @@ class MinuteReads:
             (_minute(r[0]), "unchecked" if r[1] is None else str(r[1]))
             for r in self._query(_check_rows_sql, params)
         ]
+
     def series(self, symbol: str, start: str, end: str) -> list[dict[str, SeriesValue]]:
         """The derived order-flow series of a range (:mod:`tradepipe.store.series`)."""
         return [series_row(r) for r in self._query(_series_sql, series_params(symbol, start, end))]

@@ -38,7 +38,8 @@ from dataclasses import dataclass, replace
 
 import stamina
 
-from tradepipe.core import IdRanges, MinuteKey, MinutePartial, Trade, aggregate, minute_of
+from tradepipe.core import IdRanges, MinuteKey, MinutePartial, Trade
+from tradepipe.core.batch import TradeBatch
 from tradepipe.store.connection import (
     Connection,
     Connector,
@@ -67,17 +68,18 @@ class UpsertResult:
         return self.trades - self.added
 
 
-def upsert_trades(conn: Connection, trades: Sequence[Trade]) -> UpsertResult:
+def upsert_trades(conn: Connection, trades: Sequence[Trade] | TradeBatch) -> UpsertResult:
     """Rules 1-4 in one transaction on ``conn`` (no retry here: see :class:`Store`)."""
-    if not trades:
+    batch = trades if isinstance(trades, TradeBatch) else TradeBatch.of_trades(trades)
+    if not batch:
         return UpsertResult(0, 0, 0)
-    keys = stored_keys(trades)
+    keys = batch.keys()
     with conn.transaction():
         stored = fetch_partials(conn, keys, lock=True)
         if stored:
-            new = aggregate(trades, exclude=lambda key: stored[key].ids if key in stored else _NONE)
+            new = batch.aggregate(lambda key: stored[key].ids if key in stored else _NONE)
         else:  # nothing stored yet for these minutes (the usual new object): no id checks
-            new = aggregate(trades)
+            new = batch.aggregate()
         inserts: list[MinutePartial] = []
         updates: list[MinutePartial] = []
         for key, part in new.items():
@@ -85,16 +87,16 @@ def upsert_trades(conn: Connection, trades: Sequence[Trade]) -> UpsertResult:
                 updates.append(stored[key].merge(part))
             else:
                 inserts.append(part)
-        rebuilt = rebuilds(trades, stored, {p.key: p for p in updates})
+        rebuilt = rebuilds(batch, stored, {p.key: p for p in updates})
         updates = [rebuilt.pop(p.key, p) for p in updates]
         updates.extend(rebuilt.values())  # rows with no new trade, only their flow filled in
         _write(conn, inserts, updates)
     added = sum(p.count_b + p.count_s for p in new.values())
-    return UpsertResult(trades=len(trades), added=added, rows=len(inserts) + len(updates))
+    return UpsertResult(trades=len(batch), added=added, rows=len(inserts) + len(updates))
 
 
 def rebuilds(
-    trades: Sequence[Trade],
+    batch: TradeBatch,
     stored: dict[MinuteKey, MinutePartial],
     merged: dict[MinuteKey, MinutePartial],
 ) -> dict[MinuteKey, MinutePartial]:
@@ -102,7 +104,7 @@ def rebuilds(
     unknown = {key for key, part in stored.items() if part.flow is None}
     if not unknown:
         return {}
-    full = aggregate(t for t in trades if (t.symbol, minute_of(t.time_ms)) in unknown)
+    full = batch.only(unknown).aggregate()
     out = {}
     for key, part in full.items():
         expected = merged.get(key, stored[key])
@@ -146,10 +148,14 @@ class Store:
     def connection(self) -> Connection:
         return self._connector.get()
 
-    def upsert(self, trades: Sequence[Trade], *, deadline: float | None = None) -> UpsertResult:
+    def upsert(
+        self, trades: Sequence[Trade] | TradeBatch, *, deadline: float | None = None
+    ) -> UpsertResult:
         """Rules 1-5; with ``deadline`` (``time.monotonic()``), rule 6."""
         if not trades:
             return UpsertResult(0, 0, 0)
+        if not isinstance(trades, TradeBatch):  # converted once, not on every retry
+            trades = TradeBatch.of_trades(trades)
         budget = self.timeout
         left = time_left(deadline)
         if left is not None:
@@ -167,9 +173,7 @@ class Store:
                 f"nothing committed (last error: {type(exc).__name__}: {exc})"
             ) from exc
 
-    def _attempts(
-        self, trades: Sequence[Trade], deadline: float | None, budget: float
-    ) -> UpsertResult:
+    def _attempts(self, trades: TradeBatch, deadline: float | None, budget: float) -> UpsertResult:
         for attempt in stamina.retry_context(
             on=_retryable(deadline),
             attempts=self.attempts,
@@ -203,8 +207,3 @@ def _retryable(deadline: float | None) -> Callable[[Exception], bool]:
         return is_transient(exc) and (left is None or left >= MIN_ATTEMPT_S)
 
     return retryable
-
-
-def stored_keys(trades: Sequence[Trade]) -> list[MinuteKey]:
-    """The (symbol, minute) rows a batch touches, sorted (the order rows are locked in)."""
-    return sorted({(t.symbol, minute_of(t.time_ms)) for t in trades})
