@@ -160,12 +160,13 @@ class KafkaOutput:
             partitions = await producer.partitions_for(s.topic)
         except KafkaError as exc:
             # never send on a producer whose start() failed (aiokafka #759): drop it
-            with contextlib.suppress(KafkaError, OSError):
-                await producer.stop()
+            await _drop(producer)
             raise OutputUnavailable(f"cannot start the Kafka producer: {exc!r}") from exc
+        except asyncio.CancelledError:  # stopped while starting: close what was opened
+            await _drop(producer)
+            raise
         if len(partitions) < s.partitions:
-            with contextlib.suppress(KafkaError, OSError):
-                await producer.stop()
+            await _drop(producer)
             raise topic_mismatch(s, len(partitions))
         self._producer = producer
         self._partitions = sorted(partitions)
@@ -267,6 +268,12 @@ class KafkaOutput:
             # unacknowledged is still in the outbox and will be sent again)
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 await asyncio.wait_for(producer.stop(), STOP_TIMEOUT)
+
+
+async def _drop(producer: AIOKafkaProducer) -> None:
+    """Stop a producer that will not be used (bounded: the broker may be gone)."""
+    with contextlib.suppress(KafkaError, OSError, TimeoutError):
+        await asyncio.wait_for(producer.stop(), STOP_TIMEOUT)
 
 
 def _refused(

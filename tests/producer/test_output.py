@@ -1,13 +1,20 @@
-"""``kafka.linger_ms``: the publisher lets a young chunk wait until its oldest record is that
-old, gathering what arrives meanwhile -- fewer, larger Kafka requests at moderate rates -- and
-never holds back a full chunk or records that have waited already. Against the real broker;
-the output is the production :class:`KafkaOutput`, wrapped only to note each chunk as it goes."""
+"""The publisher and the production Kafka output, against the real broker.
+
+- ``kafka.linger_ms``: the publisher lets a young chunk wait until its oldest record is that
+  old, gathering what arrives meanwhile -- fewer, larger Kafka requests at moderate rates --
+  and never holds back a full chunk or records that have waited already. The output is the
+  production :class:`KafkaOutput`, wrapped only to note each chunk as it goes.
+- A start cancelled half-way (the service stopping while the broker does not answer) closes
+  the aiokafka producer it opened."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import itertools
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 
 from tradepipe.config import KafkaSettings
@@ -96,3 +103,31 @@ async def test_a_full_chunk_and_records_that_waited_already_are_sent_at_once(
     assert [n for n, _, _ in out.chunks] == [10, 10, 10, 10, 10, 5]
     got = await read_topic(kafka_bootstrap, fresh_topic, 55, 20)
     assert ids_by_symbol(got) == {"BTCUSDT": list(range(1, 56))}, "in order, once"
+
+
+async def test_a_producer_stopped_while_it_starts_is_closed() -> None:
+    """Cancelled inside ``AIOKafkaProducer.start()`` (a broker that accepts and never answers):
+    the producer is stopped, not left for the garbage collector to warn about."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    output = KafkaOutput(KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", topic="t",
+                                       request_timeout_ms=30_000), create_topic=False)  # fmt: skip
+    seen: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, ctx: seen.append(ctx))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            task = asyncio.create_task(output.start())
+            await asyncio.sleep(0.5)  # connected, waiting for the bootstrap metadata
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            gc.collect()
+            await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+        server.close()
+    unclosed = [w for w in caught if "Unclosed AIOKafkaProducer" in str(w.message)]
+    assert not unclosed and not [c for c in seen if "Unclosed" in str(c.get("message"))]
+    assert output._producer is None
