@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import pymysql
 import structlog
 
-from tradepipe.core import Rejected, SourceError, Trade, decompress, iter_trades
+from tradepipe.core import Rejected, SourceError, decompress
+from tradepipe.core.batch import TradeBatch, read_batch
 from tradepipe.retry import RetryForever
 from tradepipe.sink.objects import ObjectWriter
 from tradepipe.store import Store
@@ -60,16 +61,12 @@ class LoaderStats:
     loaded_keys: list[str] = field(default_factory=list)  # the most recent keys, for tests
 
 
-def trades_of(key: str, body: bytes) -> tuple[list[Trade], list[Rejected]]:
-    """An object's trades and its rejected lines (the sink writes only valid ones)."""
-    trades: list[Trade] = []
-    rejected: list[Rejected] = []
-    for item in iter_trades(decompress(body, key), key, None, int(time.time() * 1000)):
-        if isinstance(item, Rejected):
-            rejected.append(item)
-            log.warning("object_line_rejected", key=key, line=item.lineno, error=str(item.error))
-        else:
-            trades.append(item)
+def trades_of(key: str, body: bytes) -> tuple[TradeBatch, list[Rejected]]:
+    """An object's trades (read as the Lambda reads them) and its rejected lines (the sink
+    writes only valid ones)."""
+    trades, rejected = read_batch(decompress(body, key), key, None, int(time.time() * 1000))
+    for item in rejected:
+        log.warning("object_line_rejected", key=key, line=item.lineno, error=str(item.error))
     return trades, rejected
 
 
@@ -119,7 +116,7 @@ class ObjectLoader:
             await self._load(batch)
 
     async def _load(self, batch: list[tuple[str, bytes]]) -> None:
-        trades: list[Trade] = []
+        trades = TradeBatch()
         rejected: list[Rejected] = []
         for key, body in batch:
             try:
@@ -127,7 +124,7 @@ class ObjectLoader:
             except SourceError as exc:  # cannot happen for our own objects; never fatal
                 log.error("object_unreadable", key=key, error=str(exc))
                 continue
-            trades.extend(got)
+            trades.fields.extend(got.fields)
             rejected.extend(bad)
         started = time.monotonic()
         loop = asyncio.get_running_loop()
