@@ -1,6 +1,7 @@
 """``kafka.partitions`` against a real broker: the producer creates the topic with that many
 partitions; an existing topic with fewer is refused (error log naming both counts, the
-``produce`` command exits 2); one with more is used as it is."""
+``produce`` command exits 2, and so does ``run`` with real Kafka); one with more is used as it
+is."""
 
 from __future__ import annotations
 
@@ -67,8 +68,9 @@ async def test_an_existing_topic_with_fewer_partitions_is_refused(
     await output.stop()
 
 
-async def test_produce_exits_2_on_a_topic_with_fewer_partitions(
-    kafka_bootstrap: str, fresh_topic: str, tmp_path: object
+@pytest.mark.parametrize("command", ["produce", "run"])
+async def test_the_command_exits_2_on_a_topic_with_fewer_partitions(
+    kafka_bootstrap: str, fresh_topic: str, tmp_path: object, command: str
 ) -> None:
     await ensure_topic(KafkaSettings(bootstrap_servers=kafka_bootstrap, topic=fresh_topic))
     env = {
@@ -83,8 +85,14 @@ async def test_produce_exits_2_on_a_topic_with_fewer_partitions(
         "TRADEPIPE_FEED_QUARANTINE_PATH": f"{tmp_path}/quarantine.ndjson",
         "TRADEPIPE_METRICS_LISTEN": "127.0.0.1:0",
     }
+    args: list[str] = []
+    if command == "run":  # the whole local pipeline on real Kafka, with its own folders
+        args = ["--kafka", kafka_bootstrap, "--db", f"sqlite:///{tmp_path}/db.sqlite",
+                "--no-dashboard"]  # fmt: skip
+        env.update(TRADEPIPE_SINK_OBJECTS_DIR=f"{tmp_path}/objects",
+                   TRADEPIPE_SINK_SPOOL_DIR=f"{tmp_path}/spool")  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tradepipe.cli", "produce", env=env,
+        sys.executable, "-m", "tradepipe.cli", command, *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 120)

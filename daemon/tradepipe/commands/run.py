@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from tradepipe.commands.signals import stop_on_signals
     from tradepipe.local.pipeline import Plan, Running, serve
     from tradepipe.observability import configure_logging
+    from tradepipe.producer.kafka import TopicMismatch
 
     configure_logging(settings.log.level)
     plan = Plan(dashboard=not args.no_dashboard)
@@ -109,7 +110,14 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> int:
         stop = asyncio.Event()
         stop_on_signals(stop)
-        return await serve(settings, stop, plan, on_ready=ready)
+        try:
+            return await serve(settings, stop, plan, on_ready=ready)
+        except* TopicMismatch as group:  # local.broker = "kafka": as `tradepipe produce` does
+            first: BaseException = group
+            while isinstance(first, BaseExceptionGroup):  # the stages' task groups nest
+                first = first.exceptions[0]
+            print(f"tradepipe run: {first}", file=sys.stderr)
+        return EXIT_USAGE
 
     try:
         return asyncio.run(main())
