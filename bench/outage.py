@@ -29,7 +29,7 @@ from tests.e2e.pipeline import Pipeline, Plan, metric_sum, tally_ids
 from tests.e2e.proxy import CutProxy
 from tests.e2e.test_spool_outage import _caught_up, log_starts
 
-from bench.soak import SAMPLES, stack, throwaway_db
+from bench.soak import SAMPLES, pause, s3_client_kwargs, stack, throwaway_db
 
 SPOOL_METRICS = (
     ("records", "tradepipe_sink_spool_records"),
@@ -47,20 +47,12 @@ async def spool_sampler(p: Pipeline, peak: dict[str, float], stop: asyncio.Event
         except (OSError, aiohttp.ClientError, AssertionError) as exc:
             # the sink restarting or not listening yet: sample again
             print(f"  (no sample: {exc!r})", flush=True)
-        try:
-            await asyncio.wait_for(stop.wait(), 1.0)
-        except TimeoutError:
-            pass
+        await pause(stop, 1.0)
 
 
 async def outage(args: argparse.Namespace) -> int:
     env = stack()
-    s3_kwargs = {
-        "endpoint_url": env["TRADEPIPE_TEST_S3_ENDPOINT"],
-        "region_name": env.get("TRADEPIPE_TEST_S3_REGION", "us-east-1"),
-        "aws_access_key_id": env.get("TRADEPIPE_TEST_S3_ACCESS_KEY", "test"),
-        "aws_secret_access_key": env.get("TRADEPIPE_TEST_S3_SECRET_KEY", "test"),
-    }
+    s3_kwargs = s3_client_kwargs(env)
     host, port = s3_kwargs["endpoint_url"].removeprefix("http://").rsplit(":", 1)
     db = throwaway_db(env["TRADEPIPE_TEST_MYSQL_URL"], create=True)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="tradepipe-outage-"))

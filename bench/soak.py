@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import os
 import statistics
@@ -57,6 +58,22 @@ def stack() -> dict[str, str]:
     if missing:
         sys.exit(f"soak: {', '.join(missing)} not set: run `scripts/stack up` first")
     return env
+
+
+def s3_client_kwargs(env: dict[str, str]) -> dict[str, str]:
+    """boto3 client arguments for the stack's S3 server."""
+    return {
+        "endpoint_url": env["TRADEPIPE_TEST_S3_ENDPOINT"],
+        "region_name": env.get("TRADEPIPE_TEST_S3_REGION", "us-east-1"),
+        "aws_access_key_id": env.get("TRADEPIPE_TEST_S3_ACCESS_KEY", "test"),
+        "aws_secret_access_key": env.get("TRADEPIPE_TEST_S3_SECRET_KEY", "test"),
+    }
+
+
+async def pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 def throwaway_db(url: str, create: bool) -> str:
@@ -100,20 +117,12 @@ async def sample_rss(p: Pipeline, rows: list[dict[str, Any]], stop: asyncio.Even
             print(f"  t={row['t']:6.0f}s RSS MB: replay {mb(row['replay'])}, producer "
                   f"{mb(row['producer'])}, sink {mb(row['sink'])}, lambda host "
                   f"{mb(row['lambda_host'])}", flush=True)  # fmt: skip
-        try:
-            await asyncio.wait_for(stop.wait(), 1.0)
-        except TimeoutError:
-            pass
+        await pause(stop, 1.0)
 
 
 async def soak(args: argparse.Namespace) -> int:
     env = stack()
-    s3_kwargs = {
-        "endpoint_url": env["TRADEPIPE_TEST_S3_ENDPOINT"],
-        "region_name": env.get("TRADEPIPE_TEST_S3_REGION", "us-east-1"),
-        "aws_access_key_id": env.get("TRADEPIPE_TEST_S3_ACCESS_KEY", "test"),
-        "aws_secret_access_key": env.get("TRADEPIPE_TEST_S3_SECRET_KEY", "test"),
-    }
+    s3_kwargs = s3_client_kwargs(env)
     db = throwaway_db(env["TRADEPIPE_TEST_MYSQL_URL"], create=True)
     plan = Plan(inputs=SAMPLES, symbols=["btcusdt", "ethusdt"], speed=args.speed,
                 grace_seconds=args.grace)  # fmt: skip
