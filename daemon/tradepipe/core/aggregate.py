@@ -35,6 +35,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from tradepipe.core.flow import BOUNDS16, N_BUCKETS, OrderFlow
 from tradepipe.core.idranges import IdRanges
+from tradepipe.core.parse import Fields
 from tradepipe.core.trade import Trade
 
 MINUTE_MS = 60_000
@@ -284,7 +285,7 @@ def _units(value: Decimal) -> int:
     return int(value.scaleb(8, EXACT).to_integral_exact(context=EXACT))
 
 
-def trade_units(t: Trade) -> tuple[str, int, int, int, int, int, int, bool]:
+def trade_units(t: Trade) -> Fields:
     """A :class:`Trade` as the parser's ``Fields`` (amounts in exact 1e-8 units)."""
     return (t.symbol, t.agg_id, _units(t.price), _units(t.quantity), t.first_id, t.last_id,
             t.time_ms, t.buyer_is_maker)  # fmt: skip

@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Iterator
 
 from tradepipe.core.aggregate import (
-    MINUTE_MS,
     Aggregator,
     MinuteKey,
     MinutePartial,
+    minute_of,
     trade_units,
 )
 from tradepipe.core.idranges import IdRanges
@@ -48,11 +48,14 @@ class TradeBatch:
 
     def keys(self) -> list[MinuteKey]:
         """The (symbol, minute) rows the batch touches, sorted (the order rows are locked in)."""
-        return sorted({(f[0], f[6] - f[6] % MINUTE_MS) for f in self.fields})
+        return sorted({(f[0], minute_of(f[6])) for f in self.fields})
 
     def only(self, keys: Collection[MinuteKey]) -> TradeBatch:
         """The trades of these (symbol, minute) rows."""
-        return TradeBatch([f for f in self.fields if (f[0], f[6] - f[6] % MINUTE_MS) in keys])
+        return TradeBatch([f for f in self.fields if (f[0], minute_of(f[6])) in keys])
+
+    def extend(self, other: TradeBatch) -> None:
+        self.fields.extend(other.fields)
 
     def aggregate(
         self, exclude: Callable[[MinuteKey], IdRanges] | None = None

@@ -124,7 +124,7 @@ class ObjectLoader:
             except SourceError as exc:  # cannot happen for our own objects; never fatal
                 log.error("object_unreadable", key=key, error=str(exc))
                 continue
-            trades.fields.extend(got.fields)
+            trades.extend(got)
             rejected.extend(bad)
         started = time.monotonic()
         loop = asyncio.get_running_loop()
